@@ -1,0 +1,1 @@
+"""DSPy adapter for the RLM runtime (see issue #3; built on ``sandbox``)."""

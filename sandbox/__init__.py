@@ -1,0 +1,31 @@
+"""The shared RLM core: a restricted REPL in a worker process, host functions, budgets,
+LM clients, evaluators and the trajectory record. Both adapters build on this package."""
+
+import os
+
+# litellm fetches its price map over the network at import unless told otherwise.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from sandbox.aio import AsyncRunner  # noqa: E402
+from sandbox.bridge import ChildRunner, HostFunctions  # noqa: E402
+from sandbox.budget import Budget, BudgetExceeded, Reservation  # noqa: E402
+from sandbox.context import Context, check_context, describe_context  # noqa: E402
+from sandbox.evaluator import (  # noqa: E402
+    CallableEvaluator,
+    Evaluation,
+    Evaluator,
+    LMJudge,
+    as_evaluator,
+    to_evaluation,
+)
+from sandbox.lm import Completion, LiteLLMClient, LMClient, as_lm_client, metered_completion  # noqa: E402
+from sandbox.repl import CellResult, Sandbox, SandboxError, WorkerStartError  # noqa: E402
+from sandbox.trajectory import Trajectory  # noqa: E402
+
+__all__ = [
+    "AsyncRunner", "Budget", "BudgetExceeded", "CallableEvaluator", "CellResult", "ChildRunner",
+    "Completion", "Context", "Evaluation", "Evaluator", "HostFunctions", "LiteLLMClient", "LMClient",
+    "LMJudge", "Reservation", "Sandbox", "SandboxError", "Trajectory", "WorkerStartError",
+    "as_evaluator", "as_lm_client", "check_context", "describe_context", "metered_completion",
+    "to_evaluation",
+]

@@ -1,0 +1,183 @@
+"""One ledger of spend for a whole RLM call tree: root, sub-LM calls and child RLMs.
+
+Every LM call *reserves* before it is dispatched (one call, plus an upper bound on
+its tokens and dollars) and *commits* the real usage afterwards, under a lock. A
+parallel fan-out therefore cannot overshoot a cap: 64 concurrent calls against
+``max_llm_calls=10`` dispatch exactly 10. The lock is held only for arithmetic, so
+the ledger is safe from threads and from asyncio tasks alike.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+class BudgetExceeded(Exception):
+    """A cap was reached. ``limit`` names it; ``spent`` is the ledger at that moment.
+
+    Callers catch it to return a partial answer with what was spent.
+    """
+
+    def __init__(self, limit: str, message: str, spent: dict[str, Any]):
+        super().__init__(message)
+        self.limit = limit
+        self.spent = spent
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one call holds against the caps until it commits or is cancelled."""
+
+    tokens: int
+    cost_usd: float
+
+
+_LIMITS = ("max_iterations", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds", "max_depth")
+
+
+class Budget:
+    """Caps for a call tree (``None`` = no cap) and the running ledger against them.
+
+    ``max_depth`` is the deepest recursion level ``rlm_query`` may start (the root
+    is depth 0; the default 1 allows children of the root). ``max_seconds`` is
+    wall-clock from :meth:`start`, enforced preemptively by the sandbox and by
+    every pending call.
+    """
+
+    def __init__(self, *, max_iterations: int | None = None, max_llm_calls: int | None = None,
+                 max_tokens: int | None = None, max_cost_usd: float | None = None,
+                 max_seconds: float | None = None, max_depth: int = 1):
+        values = dict(max_iterations=max_iterations, max_llm_calls=max_llm_calls, max_tokens=max_tokens,
+                      max_cost_usd=max_cost_usd, max_seconds=max_seconds, max_depth=max_depth)
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise TypeError(f"Budget({name}=...) must be a number or None, got {value!r}")
+            if value < 0:
+                raise ValueError(f"Budget({name}=...) must be >= 0, got {value!r}")
+            if name in ("max_iterations", "max_llm_calls", "max_tokens", "max_depth") and value != int(value):
+                raise ValueError(f"Budget({name}=...) must be a whole number, got {value!r}")
+        if max_depth is None:
+            raise TypeError("Budget(max_depth=...) must be a whole number >= 0, got None")
+        self.max_iterations = max_iterations
+        self.max_llm_calls = max_llm_calls
+        self.max_tokens = max_tokens
+        self.max_cost_usd = max_cost_usd
+        self.max_seconds = max_seconds
+        self.max_depth = int(max_depth)
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self.iterations = 0
+        self.llm_calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+        self._reserved_tokens = 0
+        self._reserved_cost = 0.0
+
+    def limits(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _LIMITS}
+
+    def fresh(self) -> Budget:
+        """A new, unspent ledger with the same caps (one per top-level call)."""
+        return Budget(**self.limits())
+
+    def __repr__(self) -> str:
+        caps = ", ".join(f"{k}={v!r}" for k, v in self.limits().items() if v is not None)
+        return f"Budget({caps})"
+
+    # -- time ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the wall clock (idempotent)."""
+        with self._lock:
+            if self._started is None:
+                self._started = time.monotonic()
+
+    @property
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` instant the wall-clock cap runs out, if any."""
+        if self.max_seconds is None:
+            return None
+        self.start()
+        return self._started + self.max_seconds  # type: ignore[operator]
+
+    def seconds_left(self) -> float | None:
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def elapsed(self) -> float:
+        return 0.0 if self._started is None else time.monotonic() - self._started
+
+    # -- ledger ----------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def spent(self) -> dict[str, Any]:
+        return {"iterations": self.iterations, "llm_calls": self.llm_calls, "tokens": self.tokens,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": round(self.cost_usd, 8), "seconds": round(self.elapsed(), 3)}
+
+    def _exceeded(self, limit: str, message: str) -> BudgetExceeded:
+        return BudgetExceeded(limit, f"budget exhausted ({limit}): {message}", self.spent())
+
+    def check_time(self) -> None:
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            raise self._exceeded("max_seconds", f"{self.max_seconds} s of wall-clock time used")
+
+    def reserve_iteration(self) -> None:
+        """Count one root-loop iteration of any RLM in the tree, or raise."""
+        self.check_time()
+        with self._lock:
+            if self.max_iterations is not None and self.iterations >= self.max_iterations:
+                raise self._exceeded("max_iterations", f"{self.iterations} iterations used")
+            self.iterations += 1
+
+    def reserve_call(self, *, tokens: int, cost_usd: float = 0.0) -> Reservation:
+        """Hold one LM call with upper bounds on its tokens and cost, or raise."""
+        self.check_time()
+        with self._lock:
+            if self.max_llm_calls is not None and self.llm_calls >= self.max_llm_calls:
+                raise self._exceeded("max_llm_calls", f"{self.llm_calls} LM calls used")
+            if self.max_tokens is not None and self.tokens + self._reserved_tokens + tokens > self.max_tokens:
+                raise self._exceeded("max_tokens", f"{self.tokens} tokens used, {self._reserved_tokens} "
+                                                   f"held by calls in flight, this call may need {tokens}")
+            if (self.max_cost_usd is not None
+                    and self.cost_usd + self._reserved_cost + cost_usd > self.max_cost_usd):
+                raise self._exceeded("max_cost_usd", f"${self.cost_usd:.6f} spent, this call may cost "
+                                                     f"${cost_usd:.6f}")
+            self.llm_calls += 1
+            self._reserved_tokens += tokens
+            self._reserved_cost += cost_usd
+        return Reservation(tokens, cost_usd)
+
+    def commit(self, reservation: Reservation, *, prompt_tokens: int, completion_tokens: int,
+               cost_usd: float) -> None:
+        """Replace a reservation by what the call really used."""
+        with self._lock:
+            self._release(reservation)
+            self.prompt_tokens += max(0, int(prompt_tokens))
+            self.completion_tokens += max(0, int(completion_tokens))
+            self.cost_usd += max(0.0, float(cost_usd))
+
+    def cancel(self, reservation: Reservation, *, dispatched: bool) -> None:
+        """Drop a reservation; a call that never reached the provider is not counted."""
+        with self._lock:
+            self._release(reservation)
+            if not dispatched:
+                self.llm_calls -= 1
+
+    def _release(self, reservation: Reservation) -> None:
+        self._reserved_tokens -= reservation.tokens
+        self._reserved_cost -= reservation.cost_usd
+
+    def allows_depth(self, depth: int) -> bool:
+        return depth <= self.max_depth

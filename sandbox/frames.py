@@ -1,0 +1,149 @@
+"""Length-prefixed JSON frames: the only format that crosses the host/worker boundary.
+
+A frame is a 4-byte big-endian header length, a UTF-8 JSON object (the header),
+then ``header["payload"]`` raw bytes when the header names a payload. Large strings
+travel as payloads so neither side builds a JSON copy of them.
+
+Nothing is ever unpickled: a pickle from a compromised worker runs code in the host
+(smolagents CVE-2025-14931). Sizes are capped before anything is allocated, and a
+malformed frame is a protocol error that the host answers by killing the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import time
+from typing import Any
+
+_LEN = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """A frame was malformed, too large, or the peer closed the pipe."""
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    body = json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    return _LEN.pack(len(body)) + body
+
+
+def parse_header(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+    try:
+        header = json.loads(bytes(body))
+    except ValueError as exc:
+        raise FrameError(f"frame header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise FrameError("frame header must be a JSON object with a string 'type'")
+    payload = header.get("payload", 0)
+    if not isinstance(payload, int) or isinstance(payload, bool) or payload < 0:
+        raise FrameError("frame 'payload' must be a non-negative integer")
+    return header
+
+
+class BlockingChannel:
+    """Frame I/O on two blocking file descriptors (the worker's side)."""
+
+    def __init__(self, fd_in: int, fd_out: int, *, max_header: int, max_payload: int):
+        self._in = os.fdopen(fd_in, "rb", buffering=0, closefd=False)
+        self._out = fd_out
+        self._max_header = max_header
+        self._max_payload = max_payload
+
+    def _read_exact(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._in.readinto(view[got:])
+            if not k:
+                raise FrameError("peer closed the channel")
+            got += k
+        return buf
+
+    def read(self) -> tuple[dict[str, Any], bytearray | None]:
+        (size,) = _LEN.unpack(self._read_exact(4))
+        if size > self._max_header:
+            raise FrameError(f"frame header of {size} bytes exceeds {self._max_header}")
+        header = parse_header(self._read_exact(size))
+        n = header.get("payload", 0)
+        if n > self._max_payload:
+            raise FrameError(f"frame payload of {n} bytes exceeds {self._max_payload}")
+        return header, (self._read_exact(n) if n else None)
+
+    def write(self, header: dict[str, Any], payload: bytes | None = None) -> None:
+        if payload is not None:
+            header = {**header, "payload": len(payload)}
+        _write_all(self._out, encode_header(header))
+        if payload:
+            _write_all(self._out, payload)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class DeadlineChannel:
+    """Frame I/O with absolute deadlines on non-blocking descriptors (the host's side).
+
+    ``read`` returns ``None`` when the deadline passes first, so a hung worker can
+    never hang the host, and ``write`` gives up the same way.
+    """
+
+    def __init__(self, fd_in: int, fd_out: int, *, max_header: int, max_payload: int):
+        self._in, self._out = fd_in, fd_out
+        os.set_blocking(fd_in, False)
+        os.set_blocking(fd_out, False)
+        self._buf = bytearray()
+        self._max_header = max_header
+        self._max_payload = max_payload
+
+    def _fill(self, need: int, deadline: float | None) -> bool:
+        while len(self._buf) < need:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._in], [], [], wait)
+            if not ready:
+                return False
+            chunk = os.read(self._in, max(1 << 16, min(need - len(self._buf), 1 << 24)))
+            if not chunk:
+                raise FrameError("worker closed the channel")
+            self._buf += chunk
+        return True
+
+    def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes | None] | None:
+        if not self._fill(4, deadline):
+            return None
+        (size,) = _LEN.unpack_from(self._buf)
+        if size > self._max_header:
+            raise FrameError(f"frame header of {size} bytes exceeds {self._max_header}")
+        if not self._fill(4 + size, deadline):
+            return None
+        header = parse_header(memoryview(self._buf)[4 : 4 + size])
+        n = header.get("payload", 0)
+        if n > self._max_payload:
+            raise FrameError(f"frame payload of {n} bytes exceeds {self._max_payload}")
+        if not self._fill(4 + size + n, deadline):
+            return None
+        payload = bytes(self._buf[4 + size : 4 + size + n]) if n else None
+        del self._buf[: 4 + size + n]
+        return header, payload
+
+    def write(self, header: dict[str, Any], payload: bytes | None, deadline: float | None) -> bool:
+        if payload is not None:
+            header = {**header, "payload": len(payload)}
+        for part in (encode_header(header), payload or b""):
+            view = memoryview(part)
+            while view:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                _, ready, _ = select.select([], [self._out], [], wait)
+                if not ready:
+                    return False
+                try:
+                    view = view[os.write(self._out, view[: 1 << 20]):]
+                except BlockingIOError:
+                    continue
+        return True

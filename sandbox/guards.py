@@ -1,0 +1,419 @@
+"""The runtime half of the sandbox policy: guards, builtins and module proxies.
+
+RestrictedPython only rewrites attribute, item, write and iteration operations
+into calls to the functions defined here; these functions *are* the policy. It
+runs inside the worker process, so a bug here is contained by the process
+limits, but every rule below exists to stop a known escape family:
+
+- underscore and frame/code/traceback attribute names are refused (``__class__``
+  walks to ``object.__subclasses__``; ``gi_frame.f_back.f_globals`` reaches the
+  worker's globals, CVE-2023-37271);
+- every value a guarded lookup returns is checked: module objects, frames, code,
+  tracebacks and a fixed set of dangerous callables (``eval``, ``open``, real
+  ``type``, ``functools.update_wrapper``, ``operator.attrgetter``,
+  ``string.Formatter``...) never reach sandboxed code, whatever path found them;
+- modules are never handed in: each allowed module is a read-only proxy built from
+  an explicit allowlist (``re.enum.sys``, ``json.codecs.open`` and friends);
+- ``str.format`` resolves ``{0.attr[key]}`` fields through these same guards
+  (CVE-2023-41039);
+- writes reach only builtin containers and objects of classes the sandbox defined
+  (``json.dumps = ...`` or poisoning a library's module-level table is refused), and
+  mutable containers read off library classes come back as copies.
+
+Decisions for the hot builtin types are cached per (type, name), which keeps a
+guarded loop within a small factor of plain CPython.
+"""
+
+from __future__ import annotations
+
+import _string  # the C helper behind string.Formatter's field-name parsing
+import bisect
+import builtins
+import collections
+import datetime
+import difflib
+import functools
+import heapq
+import itertools
+import json
+import math
+import operator
+import random
+import re
+import statistics
+import string
+import sys
+import textwrap
+import time
+import types
+import typing
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+
+from sandbox.compiler import READABLE_DUNDERS
+
+
+# Attribute names that lead to frames, code or the internals of generators and
+# coroutines (they do not start with "_", so the underscore rule misses them).
+DENIED_ATTRIBUTES = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "cr_origin",
+    "ag_frame", "ag_code", "ag_await", "tb_frame", "tb_next", "f_back", "f_builtins",
+    "f_code", "f_generator", "f_globals", "f_locals", "f_trace", "co_code",
+})
+
+DENIED_TYPES = frozenset({
+    types.ModuleType, types.FrameType, types.TracebackType, types.CodeType,
+    types.CellType,
+})
+
+# Callables and classes that turn names into attribute access, run code, touch
+# files, or create classes outside the sandbox's class hook.
+_DENIED_VALUES: tuple[Any, ...] = (
+    builtins.eval, builtins.exec, builtins.compile, builtins.open, builtins.input,
+    builtins.breakpoint, builtins.globals, builtins.locals, builtins.vars,
+    builtins.getattr, builtins.setattr, builtins.delattr, builtins.__import__,
+    builtins.__build_class__, builtins.type, builtins.memoryview, builtins.help,
+    functools.update_wrapper, functools.wraps, functools.singledispatch,
+    operator.attrgetter, operator.methodcaller, string.Formatter, string.Template,
+    typing.get_type_hints, typing.ForwardRef, str.format, str.format_map,
+)
+DENIED_IDS = {id(v): v for v in _DENIED_VALUES}
+
+MUTABLE_CONTAINERS = (list, dict, set, bytearray, collections.deque)
+
+# Types whose public attributes are plain methods or numbers: no value check needed.
+_FAST_ATTR_TYPES = frozenset({
+    str, bytes, int, float, complex, bool, type(None), list, dict, set, frozenset,
+    tuple, range, slice, bytearray, collections.Counter, collections.defaultdict,
+    collections.OrderedDict, collections.deque,
+})
+_FAST_ITEM_TYPES = frozenset({dict, list, tuple, str, bytes, range, collections.Counter,
+                              collections.defaultdict, collections.OrderedDict})
+
+
+class SandboxClasses:
+    """Registry of classes created by sandboxed code (the only non-containers it may write to)."""
+
+    def __init__(self) -> None:
+        self._classes: weakref.WeakSet[type] = weakref.WeakSet()
+
+    def add(self, cls: type) -> None:
+        self._classes.add(cls)
+
+    def owns(self, obj: Any) -> bool:
+        return (isinstance(obj, type) and obj in self._classes) or type(obj) in self._classes
+
+
+def _deny(name: str) -> AttributeError:
+    # A fresh error: Python's own AttributeError carries .obj, the object looked at.
+    return AttributeError(f"access to attribute {name!r} is not allowed in the sandbox")
+
+
+class _ProxyBase:
+    __slots__ = ()
+
+
+def make_module_proxy(name: str, attrs: dict[str, Any]) -> Any:
+    """A read-only stand-in for module ``name`` exposing only ``attrs``."""
+    table = dict(attrs, __name__=name)
+
+    class ModuleProxy(_ProxyBase):
+        __slots__ = ()
+
+        def __getattr__(self, item: str) -> Any:
+            try:
+                return table[item]
+            except KeyError:
+                raise AttributeError(f"module {name!r} has no attribute {item!r} in the sandbox") from None
+
+        def __setattr__(self, item: str, value: Any) -> None:
+            raise AttributeError(f"module {name!r} is read-only in the sandbox")
+
+        def __delattr__(self, item: str) -> None:
+            raise AttributeError(f"module {name!r} is read-only in the sandbox")
+
+        def __repr__(self) -> str:
+            return f"<module {name!r} (sandboxed)>"
+
+        def __dir__(self) -> list[str]:
+            return sorted(k for k in table if not k.startswith("_"))
+
+    ModuleProxy.__name__ = ModuleProxy.__qualname__ = f"module_{name}"
+    return ModuleProxy()
+
+
+def _public(module: types.ModuleType, names: str | None = None) -> dict[str, Any]:
+    keys = names.split() if names else [k for k in dir(module) if not k.startswith("_")]
+    return {k: getattr(module, k) for k in keys}
+
+
+# The allowlist. Whole-module entries list only modules made of plain functions
+# and constants; the others name what LLM code uses and nothing that leads out.
+_MODULE_ALLOWLIST: dict[str, Callable[[], dict[str, Any]]] = {
+    "math": lambda: _public(math),
+    "itertools": lambda: _public(itertools),
+    "heapq": lambda: _public(heapq, "heappush heappop heapify heapreplace heappushpop nlargest nsmallest merge"),
+    "bisect": lambda: _public(bisect, "bisect bisect_left bisect_right insort insort_left insort_right"),
+    "re": lambda: _public(re, "compile search match fullmatch split findall finditer sub subn escape "
+                              "error Pattern Match IGNORECASE I MULTILINE M DOTALL S VERBOSE X ASCII A UNICODE U"),
+    "json": lambda: _public(json, "dumps loads JSONDecodeError"),
+    "collections": lambda: _public(collections, "Counter defaultdict OrderedDict deque namedtuple ChainMap"),
+    "functools": lambda: _public(functools, "reduce partial lru_cache cache cmp_to_key"),
+    "statistics": lambda: _public(statistics, "mean fmean geometric_mean harmonic_mean median median_low "
+                                              "median_high median_grouped mode multimode quantiles pstdev "
+                                              "pvariance stdev variance correlation covariance "
+                                              "linear_regression NormalDist StatisticsError"),
+    "datetime": lambda: _public(datetime, "date datetime time timedelta timezone MINYEAR MAXYEAR"),
+    "string": lambda: _public(string, "ascii_letters ascii_lowercase ascii_uppercase digits hexdigits "
+                                      "octdigits punctuation printable whitespace capwords"),
+    "textwrap": lambda: _public(textwrap, "wrap fill shorten dedent indent TextWrapper"),
+    "difflib": lambda: _public(difflib, "SequenceMatcher get_close_matches unified_diff context_diff ndiff Differ"),
+    "random": lambda: _public(random, "random uniform randint randrange choice choices sample shuffle seed gauss"),
+    # Also what datetime's C code imports for strftime/timetuple (through the sandbox's __import__).
+    "time": lambda: _public(time, "time monotonic perf_counter strftime strptime gmtime localtime mktime "
+                                  "struct_time asctime ctime timezone"),
+    "typing": lambda: _public(typing, "Any Optional Union List Dict Tuple Set FrozenSet Iterable Iterator "
+                                      "Callable Sequence Mapping"),
+}
+ALLOWED_MODULES = frozenset(_MODULE_ALLOWLIST)
+
+# Modules that C functions import lazily through the *calling frame's* ``__import__``
+# (``datetime.strptime`` imports ``_strptime``). Sandboxed code cannot spell these
+# names (the compiler rejects ``_`` names), so only such C callers reach them, and
+# the module object goes back to that C code, never to the cell.
+_C_LAZY_IMPORTS = frozenset({"_strptime"})
+
+
+class Policy:
+    """The guard functions and builtins for one sandbox namespace."""
+
+    def __init__(self, print_fn: Callable[..., None]):
+        self.classes = SandboxClasses()
+        self._fast_attrs: set[tuple[type, str]] = set()
+        self.modules = {name: make_module_proxy(name, self._vet_module(build()))
+                        for name, build in _MODULE_ALLOWLIST.items()}
+        self._proxy_types = frozenset(type(p) for p in self.modules.values())
+        self._formatter = _GuardedFormatter(self)
+        self._print = print_fn
+
+    def _vet_module(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        vetted = {}
+        for key, value in attrs.items():
+            if type(value) in DENIED_TYPES or id(value) in DENIED_IDS:
+                continue
+            # Module-level tables are shared with the worker's own code: hand out copies.
+            vetted[key] = value.copy() if isinstance(value, MUTABLE_CONTAINERS) else value
+        return vetted
+
+    # -- attribute access ------------------------------------------------------------
+
+    def getattr(self, obj: Any, name: str) -> Any:
+        """``_getattr_``: ``obj.name`` for compiled code."""
+        if (type(obj), name) in self._fast_attrs:
+            return getattr(obj, name)
+        return self._getattr_slow(obj, name)
+
+    def getattr_builtin(self, obj: Any, name: str, *default: Any) -> Any:
+        """The sandbox's ``getattr(obj, name[, default])``."""
+        if len(default) > 1:
+            raise TypeError(f"getattr expected at most 3 arguments, got {2 + len(default)}")
+        try:
+            return self.getattr(obj, name)
+        except AttributeError:
+            if default:
+                return default[0]
+            raise
+
+    def hasattr(self, obj: Any, name: str) -> bool:
+        try:
+            self.getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+
+    def _getattr_slow(self, obj: Any, name: str) -> Any:
+        if type(name) is not str:
+            raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+        if name.startswith("_"):
+            return self._dunder(obj, name)
+        if name in DENIED_ATTRIBUTES:
+            raise _deny(name)
+        if name in ("format", "format_map") and (isinstance(obj, str) or obj is str):
+            return self._string_method(obj, name)
+        if type(obj) in self._proxy_types:
+            return getattr(obj, name)  # proxy values were vetted when the proxy was built
+        try:
+            value = getattr(obj, name)
+        except AttributeError:
+            raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}") from None
+        self.check_value(value, name)
+        if isinstance(value, MUTABLE_CONTAINERS) and not self._sandbox_owned(obj):
+            # e.g. textwrap.TextWrapper.unicode_whitespace_trans: a class-level table.
+            return value.copy()
+        if type(obj) in _FAST_ATTR_TYPES:
+            self._fast_attrs.add((type(obj), name))
+        return value
+
+    def _dunder(self, obj: Any, name: str) -> Any:
+        if name in READABLE_DUNDERS:
+            value = getattr(obj, name, None)
+            if isinstance(value, str) or value is None:
+                return value
+        if name == "__init__" and type(obj) is super:
+            return getattr(obj, name)
+        raise _deny(name)
+
+    def _string_method(self, obj: Any, name: str) -> Callable[..., str]:
+        fmt = self._formatter
+        if obj is str:
+            return fmt.format_unbound if name == "format" else fmt.format_map_unbound
+        if name == "format":
+            return lambda *args, **kwargs: fmt.vformat(obj, args, kwargs)
+        return lambda mapping: fmt.vformat(obj, (), mapping)
+
+    def check_value(self, value: Any, name: str = "value") -> None:
+        if type(value) in DENIED_TYPES or id(value) in DENIED_IDS:
+            raise _deny(name)
+
+    def _sandbox_owned(self, obj: Any) -> bool:
+        return isinstance(obj, MUTABLE_CONTAINERS) or self.classes.owns(obj)
+
+    # -- items, writes, iteration ----------------------------------------------------
+
+    def getitem(self, obj: Any, key: Any) -> Any:
+        """``_getitem_``: ``obj[key]`` for compiled code."""
+        if type(obj) in _FAST_ITEM_TYPES:
+            return obj[key]
+        if type(obj) in self._proxy_types:
+            raise TypeError("module objects are not subscriptable")
+        value = obj[key]
+        self.check_value(value, "item")
+        return value
+
+    def write(self, obj: Any) -> Any:
+        """``_write_``: the object about to be assigned into, if the sandbox may change it."""
+        if isinstance(obj, MUTABLE_CONTAINERS) or self.classes.owns(obj):
+            return obj
+        raise TypeError(f"objects of type {type(obj).__name__!r} cannot be modified in the sandbox")
+
+    def setattr(self, obj: Any, name: str, value: Any) -> None:
+        if type(name) is not str or name.startswith("_"):
+            raise _deny(str(name))
+        setattr(self.write(obj), name, value)
+
+    def delattr(self, obj: Any, name: str) -> None:
+        if type(name) is not str or name.startswith("_"):
+            raise _deny(str(name))
+        delattr(self.write(obj), name)
+
+    # -- imports and classes ---------------------------------------------------------
+
+    def import_module(self, name: str, globals_: Any = None, locals_: Any = None,
+                      fromlist: Any = (), level: int = 0) -> Any:
+        """``__import__``: exact allowlisted names at level 0, answered with the proxy."""
+        if level == 0 and name in _C_LAZY_IMPORTS and name in sys.modules:
+            return sys.modules[name]
+        if level != 0 or name not in self.modules:
+            raise ImportError(f"import of {name!r} is not allowed in the sandbox; "
+                              f"allowed modules: {', '.join(sorted(self.modules))}")
+        return self.modules[name]
+
+    def import_from(self, module: str, name: str) -> Any:
+        proxy = self.import_module(module)
+        try:
+            return self.getattr(proxy, name)
+        except AttributeError:
+            raise ImportError(f"cannot import name {name!r} from {module!r} in the sandbox") from None
+
+    def build_class(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
+        """``__metaclass__``: every ``class`` statement; registers the class as sandbox-owned."""
+        for base in bases:
+            if base in self._proxy_types or id(base) in DENIED_IDS or not isinstance(base, type):
+                raise TypeError(f"cannot subclass {base!r} in the sandbox")
+        cls = type(name, bases, namespace)
+        self.classes.add(cls)
+        return cls
+
+    def inplace(self, op: str, x: Any, y: Any) -> Any:
+        return _INPLACE[op](x, y)
+
+    # -- builtins --------------------------------------------------------------------
+
+    def safe_type(self, obj: Any) -> Any:
+        """One-argument ``type``: the real one builds classes from a dict, skipping the class hook."""
+        cls = type(obj)
+        return self.safe_type if cls is type else cls
+
+    def dir(self, *obj: Any) -> list[str]:
+        if not obj:
+            raise TypeError("dir() needs an argument in the sandbox")
+        return [n for n in dir(obj[0]) if not n.startswith("_")]
+
+    def builtins(self) -> dict[str, Any]:
+        names = (
+            "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict divmod "
+            "enumerate filter float format frozenset hash hex id int isinstance issubclass iter len "
+            "list map max min next object oct ord pow property range repr reversed round set slice "
+            "sorted staticmethod str sum super tuple zip"
+        ).split()
+        table: dict[str, Any] = {n: getattr(builtins, n) for n in names}
+        table.update({n: getattr(builtins, n) for n in dir(builtins)
+                      if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException)})
+        table.update({
+            "True": True, "False": False, "None": None, "Ellipsis": Ellipsis, "NotImplemented": NotImplemented,
+            "print": self._print, "getattr": self.getattr_builtin, "hasattr": self.hasattr,
+            "setattr": self.setattr, "delattr": self.delattr, "type": self.safe_type, "dir": self.dir,
+            "__import__": self.import_module, "__build_class__": builtins.__build_class__,
+        })
+        return table
+
+    def globals(self) -> dict[str, Any]:
+        """The names RestrictedPython-compiled code expects, plus ``__builtins__``."""
+        return {
+            "__builtins__": self.builtins(),
+            "__name__": "sandbox",
+            "__metaclass__": self.build_class,
+            "_getattr_": self.getattr,
+            "_getitem_": self.getitem,
+            "_write_": self.write,
+            "_getiter_": iter,
+            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+            "_unpack_sequence_": guarded_unpack_sequence,
+            "_apply_": lambda f, *a, **k: f(*a, **k),
+            "_inplacevar_": self.inplace,
+        }
+
+
+_INPLACE = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "|=": operator.ior, "^=": operator.ixor, "&=": operator.iand,
+    "@=": operator.imatmul,
+}
+
+
+class _GuardedFormatter(string.Formatter):
+    """``str.format`` whose ``{0.attr[key]}`` lookups go through the sandbox guards."""
+
+    def __init__(self, policy: Policy):
+        self._policy = policy
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        first, rest = _string.formatter_field_name_split(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attr, key in rest:
+            obj = self._policy.getattr(obj, key) if is_attr else self._policy.getitem(obj, key)
+        return obj, first
+
+    def format_unbound(self, template: str, *args: Any, **kwargs: Any) -> str:
+        if not isinstance(template, str):
+            raise TypeError("descriptor 'format' requires a 'str' object")
+        return self.vformat(template, args, kwargs)
+
+    def format_map_unbound(self, template: str, mapping: Any) -> str:
+        if not isinstance(template, str):
+            raise TypeError("descriptor 'format_map' requires a 'str' object")
+        return self.vformat(template, (), mapping)

@@ -1,0 +1,164 @@
+"""LM clients behind one small async protocol, and the metered call every caller goes through.
+
+``LiteLLMClient`` is the default (any litellm provider string; local
+OpenAI-compatible servers via ``api_base``). Adapters wrap their framework's own
+LM (a ``dspy.LM``, a LangChain chat model) in the same protocol instead.
+:func:`metered_completion` reserves budget before dispatch, cancels the request
+when the wall-clock budget runs out, and commits the real usage and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from sandbox.budget import Budget, BudgetExceeded
+
+Messages = list[dict[str, str]]
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One LM answer and what it cost. ``cost_usd`` is ``None`` when nobody knows it."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    model: str = ""
+
+
+@runtime_checkable
+class LMClient(Protocol):
+    """What the runtime needs from a language model."""
+
+    model: str
+
+    async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
+        """Answer a chat; never produce more than ``max_tokens`` tokens."""
+        ...
+
+
+def estimate_prompt_tokens(messages: Messages) -> int:
+    """An upper bound on prompt tokens: byte-level tokenizers spend at least one byte per token."""
+    return sum(len(str(m.get("content", "")).encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def estimate_cost(lm: Any, prompt_tokens: int, completion_tokens: int) -> float:
+    estimator = getattr(lm, "estimate_cost", None)
+    return float(estimator(prompt_tokens, completion_tokens)) if callable(estimator) else 0.0
+
+
+def check_messages(messages: Any) -> Messages:
+    if not isinstance(messages, list) or not messages:
+        raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content', got {m!r:.200}")
+    return messages
+
+
+async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget, max_tokens: int) -> Completion:
+    """Call ``lm`` under ``budget``: reserve, dispatch with the wall-clock deadline, commit.
+
+    Raises :class:`BudgetExceeded` before dispatch when a cap would be crossed, and
+    when the wall-clock cap runs out while the call is pending (the call is cancelled).
+    """
+    check_messages(messages)
+    prompt_bound = estimate_prompt_tokens(messages)
+    reservation = budget.reserve_call(tokens=prompt_bound + max_tokens,
+                                      cost_usd=estimate_cost(lm, prompt_bound, max_tokens))
+    try:
+        completion = await asyncio.wait_for(lm.acomplete(messages, max_tokens=max_tokens),
+                                            timeout=budget.seconds_left())
+    except asyncio.TimeoutError:
+        budget.cancel(reservation, dispatched=True)
+        raise BudgetExceeded("max_seconds", f"budget exhausted (max_seconds): {budget.max_seconds} s of "
+                                            "wall-clock time used while an LM call was pending",
+                             budget.spent()) from None
+    except BaseException:
+        budget.cancel(reservation, dispatched=True)
+        raise
+    cost = completion.cost_usd
+    if cost is None:
+        cost = estimate_cost(lm, completion.prompt_tokens, completion.completion_tokens)
+    budget.commit(reservation, prompt_tokens=completion.prompt_tokens,
+                  completion_tokens=completion.completion_tokens, cost_usd=cost)
+    return completion
+
+
+class LiteLLMClient:
+    """An :class:`LMClient` over ``litellm.acompletion`` with retries on transient errors.
+
+    ``model`` is any litellm model string (``"openai/gpt-4o-mini"``,
+    ``"openai/local"`` with ``api_base="http://127.0.0.1:8080/v1"``). Rate limits,
+    timeouts, connection errors and 5xx are retried ``max_retries`` times with
+    jittered exponential backoff; other errors are raised at once.
+    """
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
+                 max_retries: int = 3, backoff_s: float = 0.5, timeout_s: float = 120.0,
+                 **completion_kwargs: Any):
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must be a non-empty litellm model string, got {model!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key  # kept off repr() and out of every error that crosses a boundary
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.completion_kwargs = completion_kwargs
+
+    def __repr__(self) -> str:
+        base = f", api_base={self.api_base!r}" if self.api_base else ""
+        return f"LiteLLMClient({self.model!r}{base})"
+
+    async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
+        import litellm
+
+        transient = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
+                     litellm.ServiceUnavailableError, litellm.InternalServerError)
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await litellm.acompletion(
+                    model=self.model, messages=messages, max_tokens=max_tokens, api_base=self.api_base,
+                    api_key=self._api_key, timeout=self.timeout_s, num_retries=0, **self.completion_kwargs)
+                break
+            except transient:
+                if attempt == self.max_retries:
+                    raise
+                await asyncio.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        return Completion(text=response.choices[0].message.content or "", prompt_tokens=prompt_tokens,
+                          completion_tokens=completion_tokens,
+                          cost_usd=float(cost) if cost is not None else None, model=self.model)
+
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollars from litellm's local price map; 0.0 for models it does not price (local ones)."""
+        import litellm
+
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        except Exception:  # noqa: BLE001 - litellm raises several types for unpriced models
+            return 0.0
+        return float(prompt_cost) + float(completion_cost)
+
+
+def as_lm_client(model: Any, **kwargs: Any) -> LMClient:
+    """A litellm model string or an object already speaking :class:`LMClient`."""
+    if isinstance(model, str):
+        return LiteLLMClient(model, **kwargs)
+    if isinstance(model, LMClient):
+        return model
+    raise TypeError(f"expected a litellm model string or an LMClient (with .model and async .acomplete), "
+                    f"got {type(model).__name__}")

@@ -1,0 +1,82 @@
+"""The record of an RLM run: plain, JSON-serializable events, the same shape for both adapters.
+
+Each event is a dict with ``kind``, ``depth``, ``t`` (seconds since the
+trajectory started) and kind-specific fields. Kinds: ``iteration``, ``lm_call``,
+``cell``, ``sub_call``, ``rlm_query``, ``evaluation``, ``budget``, ``final`` and
+``note``. A child RLM (``rlm_query``) gets a child trajectory one level deeper.
+Listeners see every event of the tree as it is recorded (for streaming).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+EVENT_KINDS = frozenset({"iteration", "lm_call", "cell", "sub_call", "rlm_query", "evaluation",
+                         "budget", "final", "note"})
+Listener = Callable[[dict[str, Any]], None]
+PREVIEW_CHARS = 2000
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
+
+
+class Trajectory:
+    """Thread-safe, append-only event log of one RLM at one depth, with its children."""
+
+    def __init__(self, query: str = "", *, depth: int = 0, listeners: list[Listener] | None = None):
+        self.query = query
+        self.depth = depth
+        self.events: list[dict[str, Any]] = []
+        self.children: list[Trajectory] = []
+        self._listeners = listeners if listeners is not None else []
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every later event of this trajectory and its children."""
+        self._listeners.append(listener)
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown trajectory event kind {kind!r}; expected one of {sorted(EVENT_KINDS)}")
+        event = {"kind": kind, "depth": self.depth, "t": round(time.monotonic() - self._started, 4), **fields}
+        with self._lock:
+            self.events.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+        return event
+
+    def child(self, query: str) -> Trajectory:
+        """A trajectory for a child RLM one level deeper; its events reach the same listeners."""
+        child = Trajectory(query, depth=self.depth + 1, listeners=self._listeners)
+        with self._lock:
+            self.children.append(child)
+        return child
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.events if e["kind"] == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            events, children = list(self.events), list(self.children)
+        return {"query": self.query, "depth": self.depth, "events": events,
+                "children": [c.to_dict() for c in children]}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
+        trajectory = cls(data.get("query", ""), depth=int(data.get("depth", 0)))
+        trajectory.events = [dict(e) for e in data.get("events", [])]
+        trajectory.children = [cls.from_dict(c) for c in data.get("children", [])]
+        return trajectory
