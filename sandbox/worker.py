@@ -258,8 +258,7 @@ class Worker:
     def set_variable(self, header: dict[str, Any], payload: bytearray | None) -> dict[str, Any]:
         name = header["name"]
         if header.get("encoding") == "str":
-            value: Any = bytes(payload or b"").decode("utf-8") if payload is not None else ""
-            del payload
+            value: Any = payload.decode("utf-8") if payload is not None else ""  # the only copy made here
         else:
             value = header.get("value")
         self.namespace[name] = value
@@ -289,7 +288,9 @@ class Worker:
                 self.channel.write(self.execute(header["code"], float(header["timeout"]),
                                                 header.get("timeout_limit", "timeout")))
             elif kind == "set":
-                self.channel.write(self.set_variable(header, payload))
+                reply = self.set_variable(header, payload)
+                del payload  # drop the raw bytes before anything else allocates
+                self.channel.write(reply)
             elif kind == "get":
                 self.channel.write(*self.get_variable(header["name"]))
             elif kind == "names":
