@@ -342,16 +342,6 @@ class Policy:
 
     # -- builtins --------------------------------------------------------------------
 
-    def safe_type(self, obj: Any) -> Any:
-        """One-argument ``type``: the real one builds classes from a dict, skipping the class hook."""
-        cls = type(obj)
-        return self.safe_type if cls is type else cls
-
-    def dir(self, *obj: Any) -> list[str]:
-        if not obj:
-            raise TypeError("dir() needs an argument in the sandbox")
-        return [n for n in dir(obj[0]) if not n.startswith("_")]
-
     def builtins(self) -> dict[str, Any]:
         names = (
             "abs all any ascii bin bool bytearray bytes callable chr classmethod complex dict divmod "
@@ -364,8 +354,12 @@ class Policy:
                       if isinstance(getattr(builtins, n), type) and issubclass(getattr(builtins, n), BaseException)})
         table.update({
             "True": True, "False": False, "None": None, "Ellipsis": Ellipsis, "NotImplemented": NotImplemented,
-            "print": self._print, "getattr": self.getattr_builtin, "hasattr": self.hasattr,
-            "setattr": self.setattr, "delattr": self.delattr, "type": self.safe_type, "dir": self.dir,
+            "print": plain_function(self._print, "print"),
+            "getattr": plain_function(self.getattr_builtin, "getattr"),
+            "hasattr": plain_function(self.hasattr, "hasattr"),
+            "setattr": plain_function(self.setattr, "setattr"),
+            "delattr": plain_function(self.delattr, "delattr"),
+            "type": safe_type, "dir": safe_dir,
             "__import__": self.import_module, "__build_class__": builtins.__build_class__,
         })
         return table
@@ -385,6 +379,30 @@ class Policy:
             "_apply_": lambda f, *a, **k: f(*a, **k),
             "_inplacevar_": self.inplace,
         }
+
+
+def plain_function(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """A plain function forwarding to ``method``: sandboxed code never holds a bound method
+    (whose ``__self__`` would be the worker's own objects)."""
+
+    def function(*args: Any, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+
+    function.__name__ = function.__qualname__ = name
+    return function
+
+
+def safe_type(obj: Any) -> Any:
+    """One-argument ``type``: the real one builds classes from a dict, skipping the class hook."""
+    cls = type(obj)
+    return safe_type if cls is type else cls
+
+
+def safe_dir(*obj: Any) -> list[str]:
+    """``dir(obj)`` without private names (``dir()`` of the namespace is not offered)."""
+    if len(obj) != 1:
+        raise TypeError("dir() takes exactly one argument in the sandbox")
+    return [n for n in dir(obj[0]) if not n.startswith("_")]
 
 
 _INPLACE = {

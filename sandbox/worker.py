@@ -21,7 +21,7 @@ from typing import Any
 
 from sandbox.compiler import CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
 from sandbox.frames import BlockingChannel, FrameError
-from sandbox.guards import Policy
+from sandbox.guards import Policy, plain_function
 
 UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
@@ -96,7 +96,7 @@ class Worker:
         self.namespace: dict[str, Any] = self.policy.globals()
         self.reserved: dict[str, Any] = {
             CHECK_STOP: self.check_stop, IMPORT_FROM: self.policy.import_from, SHOW: self.show,
-            "FINAL": self.final, "FINAL_VAR": self.final_var,
+            "FINAL": plain_function(self.final, "FINAL"), "FINAL_VAR": plain_function(self.final_var, "FINAL_VAR"),
         }
         for name in config["tools"]:
             self.reserved[name] = self.make_tool(name)
