@@ -9,8 +9,11 @@ the pending requests themselves.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
+import weakref
 from collections.abc import Coroutine
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -24,6 +27,8 @@ class AsyncRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # A runner dropped without close() (a run abandoned at an interrupt) still stops its thread.
+        self._finalizer = weakref.finalize(self, _stop_loop, self.__dict__)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -34,9 +39,23 @@ class AsyncRunner:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run ``coro`` to completion; on ``timeout`` cancel it and raise ``TimeoutError``."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None,
+            context: contextvars.Context | None = None) -> T:
+        """Run ``coro`` to completion; on ``timeout`` cancel it and raise ``TimeoutError``.
+
+        The coroutine runs in ``context`` (default: a copy of the caller's), so callbacks
+        and stream writers that live in context variables keep working.
+        """
+        loop = self._ensure_loop()
+        context = context if context is not None else contextvars.copy_context()
+        future: Future[T] = Future()
+
+        def start() -> None:
+            task = loop.create_task(coro, context=context)
+            task.add_done_callback(lambda t: _settle(future, t))
+            future.add_done_callback(lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None)
+
+        loop.call_soon_threadsafe(start)
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
@@ -45,9 +64,26 @@ class AsyncRunner:
 
     def close(self) -> None:
         with self._lock:
-            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=5)
+            _stop_loop(self.__dict__)
+
+
+def _stop_loop(attrs: dict[str, Any]) -> None:
+    loop, thread = attrs.get("_loop"), attrs.get("_thread")
+    attrs["_loop"] = attrs["_thread"] = None
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        if not loop.is_running():
             loop.close()
+
+
+def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())

@@ -179,5 +179,16 @@ class Budget:
         self._reserved_tokens -= reservation.tokens
         self._reserved_cost -= reservation.cost_usd
 
+    def restore(self, spent: dict[str, Any]) -> None:
+        """Continue a ledger saved with :meth:`spent` (e.g. from a checkpoint). Time spent
+        while the run was paused does not count against ``max_seconds``."""
+        with self._lock:
+            self.iterations = int(spent.get("iterations", 0))
+            self.llm_calls = int(spent.get("llm_calls", 0))
+            self.prompt_tokens = int(spent.get("prompt_tokens", 0))
+            self.completion_tokens = int(spent.get("completion_tokens", 0))
+            self.cost_usd = float(spent.get("cost_usd", 0.0))
+            self._started = time.monotonic() - float(spent.get("seconds", 0.0))
+
     def allows_depth(self, depth: int) -> bool:
         return depth <= self.max_depth

@@ -10,6 +10,8 @@ when the wall-clock budget runs out, and commits the real usage and cost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -106,6 +108,7 @@ class LiteLLMClient:
             raise ValueError(f"model must be a non-empty litellm model string, got {model!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        _check_routable(model)
         self.model = model
         self.api_base = api_base
         self._api_key = api_key  # kept off repr() and out of every error that crosses a boundary
@@ -152,6 +155,18 @@ class LiteLLMClient:
         except Exception:  # noqa: BLE001 - litellm raises several types for unpriced models
             return 0.0
         return float(prompt_cost) + float(completion_cost)
+
+
+def _check_routable(model: str) -> None:
+    import litellm
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list on failure
+            litellm.get_llm_provider(model)
+    except Exception:  # noqa: BLE001 - litellm raises BadRequestError and others here
+        raise ValueError(f"litellm does not know how to route model {model!r}: use a provider prefix, e.g. "
+                         "'openai/gpt-4o-mini', or 'openai/<name>' with api_base=... for a local "
+                         "OpenAI-compatible server") from None
 
 
 def as_lm_client(model: Any, **kwargs: Any) -> LMClient:

@@ -1,0 +1,495 @@
+"""``create_rlm_graph``: an RLM as a compiled LangGraph graph, one REPL iteration per super-step.
+
+Nodes: ``prepare`` → ``root_lm`` → (``review_code``) → ``execute`` → back to
+``root_lm``, until a candidate answer goes through (``review_final``) and
+(``evaluate``) to ``finalize``. Every super-step is a checkpoint. The live REPL
+is never checkpointed: it sits in an ``UntrackedValue`` channel and, after a
+resume (an interrupt, or a new process), is rebuilt by replaying ``code_log``
+with host-function answers served from ``call_log``. The context itself is kept
+in a :class:`~rlm_graph.context_store.ContextStore`; state holds its reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Required, TypedDict
+
+from langgraph.channels.untracked_value import UntrackedValue
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, interrupt
+
+from rlm_graph.chat_model import as_client
+from rlm_graph.context_store import ContextStore, FileContextStore, MemoryContextStore
+from sandbox.aio import AsyncRunner
+from sandbox.budget import Budget, BudgetExceeded
+from sandbox.context import Context, check_context, describe_context
+from sandbox.evaluator import Evaluator, as_evaluator
+from sandbox.lm import LMClient, metered_completion
+from sandbox.parsing import parse_reply
+from sandbox.prompts import output_message, query_message, root_system_prompt
+from sandbox.refinement import RefinementState, decide, feedback_message
+from sandbox.replay import CallLog
+from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
+from sandbox.trajectory import Trajectory, preview
+
+STATE_VERSION = 1
+Review = Literal["code", "final"]
+BUDGET_LIMITS = ("max_iterations", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
+
+
+@dataclass
+class ParentLink:
+    """What a child RLM shares with its parent: the budget ledger, the runner, its trajectory node."""
+
+    budget: Budget
+    runner: AsyncRunner
+    trajectory: Trajectory
+
+
+class RLMInput(TypedDict, total=False):
+    query: Required[str]
+    context: Context
+    context_ref: str
+    depth: int
+    parent: Annotated[ParentLink | None, UntrackedValue(object)]
+
+
+class RLMOutput(TypedDict, total=False):
+    answer: Any
+    usage: dict[str, Any]
+    iterations: int
+    stop_reason: str
+    trajectory: dict[str, Any]
+
+
+class RLMState(TypedDict, total=False):
+    query: str
+    context_ref: str
+    depth: int
+    version: int
+    messages: list[dict[str, str]]
+    code_log: list[str]
+    call_log: list[dict[str, Any]]
+    iteration: int
+    pending_code: list[str] | None
+    candidate: dict[str, Any] | None
+    refinement: dict[str, Any]
+    usage: dict[str, Any]
+    trajectory: dict[str, Any]
+    answer: Any
+    stop_reason: str | None
+    iterations: int
+    parent: Annotated[ParentLink | None, UntrackedValue(object)]
+    runtime: Annotated[Any, UntrackedValue(object)]
+
+
+@dataclass
+class _Runtime:
+    """The live, uncheckpointed part of a run."""
+
+    session: Session
+    budget: Budget
+    trajectory: Trajectory
+    runner: AsyncRunner
+    owns_runner: bool
+    writer: Callable[[Any], None] | None = None
+    closed: bool = field(default=False)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer({"type": event["kind"], **{k: v for k, v in event.items() if k != "kind"}})
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.session.close()
+            if self.owns_runner:
+                self.runner.close()
+
+
+def _stream_writer() -> Callable[[Any], None] | None:
+    try:
+        return get_stream_writer()
+    except RuntimeError:
+        return None
+
+
+class RLMGraph(CompiledStateGraph):
+    """The compiled RLM graph. Its input's ``context`` goes to ``context_store`` before the
+    graph sees it, so no checkpoint ever holds the context itself."""
+
+    def __init__(self, *, context_store: ContextStore, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.context_store = context_store
+
+    def _stash_context(self, input: Any) -> Any:
+        if not isinstance(input, Mapping):
+            return input  # None (continue from a checkpoint) or a Command
+        input = dict(input)
+        query = input.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
+        if "context" in input:
+            input["context_ref"] = self.context_store.put(check_context(input.pop("context")))
+        elif not isinstance(input.get("context_ref"), str):
+            raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
+        return input
+
+    def stream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
+        return super().stream(self._stash_context(input), config, **kwargs)
+
+    async def astream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
+        async for chunk in super().astream(self._stash_context(input), config, **kwargs):
+            yield chunk
+
+
+class _Engine:
+    """The node functions of one RLM graph and the settings they share."""
+
+    def __init__(self, *, root: LMClient, sub: LMClient, budget: Budget, evaluator: Evaluator | None,
+                 max_refinements: int, min_gain: float, review: Review | None, tools: dict[str, Callable[..., Any]],
+                 instructions: str | None, max_iterations: int, root_max_tokens: int, options: SandboxOptions,
+                 context_store: ContextStore):
+        self.root, self.sub = root, sub
+        self.budget = budget
+        self.evaluator = evaluator
+        self.max_refinements, self.min_gain = max_refinements, min_gain
+        self.review = review
+        self.tools = tools
+        self.instructions = instructions
+        self.max_iterations = max_iterations
+        self.root_max_tokens = root_max_tokens
+        self.options = options
+        self.context_store = context_store
+        self.child_graph: RLMGraph | None = None
+
+    # -- the live runtime ------------------------------------------------------------
+
+    def _open_runtime(self, state: RLMState, *, replay: bool) -> _Runtime:
+        parent = state.get("parent")
+        if parent is not None:
+            budget, runner, trajectory, owns_runner = parent.budget, parent.runner, parent.trajectory, False
+        else:
+            budget, runner, owns_runner = self.budget.fresh(), AsyncRunner(), True
+            budget.restore(state.get("usage") or {})
+            trajectory = Trajectory.from_dict(state["trajectory"]) if state.get("trajectory") \
+                else Trajectory(state["query"])
+        try:
+            context = self.context_store.get(state["context_ref"])
+        except KeyError:
+            raise LookupError(f"the context of this run ({state['context_ref']}) is not in the graph's context "
+                              "store; resume with a graph built with the same context_store "
+                              "(e.g. FileContextStore on the same directory)") from None
+        depth = state.get("depth", 0)
+
+        def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
+            return self._run_child(query, child_context, child_depth, ParentLink(budget, runner, child_trajectory))
+
+        session = Session(context=context, sub_lm=self.sub, budget=budget, trajectory=trajectory, runner=runner,
+                          depth=depth, tools=self.tools, run_child=run_child,
+                          call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
+        runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer())
+        if parent is None:
+            trajectory.subscribe(runtime.emit)
+        if replay:
+            session.replay(state.get("code_log") or [])
+        return runtime
+
+    def _runtime(self, state: RLMState) -> _Runtime:
+        runtime = state.get("runtime")
+        if runtime is not None and not runtime.closed:
+            if state.get("parent") is None:
+                runtime.writer = _stream_writer()
+            return runtime
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"this checkpoint was written by rlm_graph state version {state.get('version')!r}; "
+                             f"this is version {STATE_VERSION}. Start a new thread for this run.")
+        return self._open_runtime(state, replay=True)
+
+    def _run_child(self, query: str, context: str, depth: int, parent: ParentLink) -> str:
+        result = self.child_graph.invoke({"query": query, "context": context, "depth": depth, "parent": parent})
+        answer = result.get("answer")
+        if answer is None:
+            return f"(the child RLM stopped without an answer: {result.get('stop_reason')})"
+        return answer if isinstance(answer, str) else json.dumps(answer)
+
+    @staticmethod
+    def _progress(runtime: _Runtime, **update: Any) -> dict[str, Any]:
+        return {"usage": runtime.budget.spent(), "trajectory": runtime.trajectory.to_dict(), "runtime": runtime,
+                **update}
+
+    def _stop(self, runtime: _Runtime, state: RLMState, reason: str, **update: Any) -> Command:
+        refinement = RefinementState.from_dict(update.get("refinement") or state.get("refinement"))
+        candidate = update.get("candidate", state.get("candidate")) or {}
+        answer = refinement.best_answer if refinement.best_score is not None else candidate.get("answer")
+        return Command(update=self._progress(runtime, **update, answer=answer, stop_reason=reason), goto="finalize")
+
+    def _budget_stop(self, runtime: _Runtime, state: RLMState, exc: BudgetExceeded, **update: Any) -> Command:
+        runtime.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
+        return self._stop(runtime, state, exc.limit, **update)
+
+    @staticmethod
+    def _exhausted(budget: Budget) -> str:
+        checks = {"max_seconds": budget.max_seconds is not None and budget.seconds_left() == 0,
+                  "max_llm_calls": budget.max_llm_calls is not None and budget.llm_calls >= budget.max_llm_calls,
+                  "max_tokens": budget.max_tokens is not None and budget.tokens >= budget.max_tokens,
+                  "max_cost_usd": budget.max_cost_usd is not None and budget.cost_usd >= budget.max_cost_usd}
+        return next((name for name, hit in checks.items() if hit), "max_llm_calls")
+
+    def _guarded(self, node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
+        """Close the live REPL when a node fails with an error (interrupts pass through)."""
+
+        def run(state: RLMState) -> Any:
+            try:
+                return node(state)
+            except Exception as exc:
+                if type(exc).__module__.startswith("langgraph"):
+                    raise  # GraphInterrupt and friends: control flow, not failure
+                runtime = state.get("runtime")
+                if runtime is not None:
+                    runtime.close()
+                raise
+
+        run.__name__ = node.__name__
+        return run
+
+    def _after_candidate(self, state: RLMState) -> str:
+        if self.review == "final" and state.get("depth", 0) == 0:
+            return "review_final"
+        return "evaluate" if self.evaluator is not None else "finalize"
+
+    # -- nodes -----------------------------------------------------------------------
+
+    def prepare(self, state: RLMState) -> Command:
+        query, ref = state.get("query"), state.get("context_ref")
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
+        if not isinstance(ref, str):
+            raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
+        fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
+                           "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
+                           "pending_code": None, "candidate": None, "refinement": RefinementState().to_dict(),
+                           "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
+                           "parent": state.get("parent")}
+        runtime = self._open_runtime(fresh, replay=False)
+        runtime.budget.start()
+        context = self.context_store.get(ref)
+        system = root_system_prompt(max_output_chars=self.options.max_output_chars, tools=self.tools,
+                                    can_recurse=runtime.budget.allows_depth(fresh["depth"] + 1),
+                                    instructions=self.instructions)
+        fresh["messages"] = [{"role": "system", "content": system},
+                             {"role": "user", "content": query_message(query, describe_context(context))}]
+        return Command(update=self._progress(runtime, **fresh), goto="root_lm")
+
+    def root_lm(self, state: RLMState) -> Command:
+        runtime = self._runtime(state)
+        iteration = state["iteration"] + 1
+        if iteration > self.max_iterations:
+            return self._stop(runtime, state, "max_iterations")
+        try:
+            runtime.budget.reserve_iteration()
+            runtime.trajectory.record("iteration", iteration=iteration)
+            completion = runtime.runner.run(metered_completion(self.root, state["messages"], budget=runtime.budget,
+                                                               max_tokens=self.root_max_tokens))
+        except BudgetExceeded as exc:
+            return self._budget_stop(runtime, state, exc, iteration=iteration - 1)
+        runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
+                                  prompt_tokens=completion.prompt_tokens,
+                                  completion_tokens=completion.completion_tokens)
+        messages = [*state["messages"], {"role": "assistant", "content": completion.text}]
+        action = parse_reply(completion.text)
+        update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
+        if action.code:
+            goto = "review_code" if self.review == "code" and state.get("depth", 0) == 0 else "execute"
+            return Command(update=self._progress(runtime, **update, pending_code=list(action.code)), goto=goto)
+        if action.final_var is not None:
+            code = [f"FINAL_VAR({action.final_var!r})"]
+            return Command(update=self._progress(runtime, **update, pending_code=code), goto="execute")
+        if action.final is not None:
+            update["candidate"] = {"answer": action.final}
+            return Command(update=self._progress(runtime, **update), goto=self._after_candidate(state))
+        messages.append({"role": "user", "content": action.problem})
+        return Command(update=self._progress(runtime, **update), goto="root_lm")
+
+    def review_code(self, state: RLMState) -> Command:
+        decision = interrupt({"type": "review_code", "code": "\n\n".join(state["pending_code"] or []),
+                              "iteration": state["iteration"], "query": state["query"]})
+        action, value = _review_decision(decision, edit_key="code")
+        if action == "approve":
+            return Command(goto="execute")
+        if action == "edit":
+            return Command(update={"pending_code": [value]}, goto="execute")
+        note = f"A reviewer rejected that code: {value or 'no reason given'}. Write different code."
+        return Command(update={"pending_code": None,
+                               "messages": [*state["messages"], {"role": "user", "content": note}]}, goto="root_lm")
+
+    def execute(self, state: RLMState) -> Command:
+        runtime = self._runtime(state)
+        code_log, outputs, candidate = list(state["code_log"]), [], None
+        for code in state["pending_code"] or []:
+            result = runtime.session.run_cell(code, iteration=state["iteration"])
+            outputs.append(format_cell(result))
+            if result.restarted:
+                code_log = []  # the worker was replaced: nothing before this cell survives to replay
+                runtime.session.call_log.entries.clear()
+            else:
+                code_log.append(code)
+            if result.limit == "budget":
+                exc = BudgetExceeded(self._exhausted(runtime.budget), result.error or "budget exhausted",
+                                     runtime.budget.spent())
+                return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
+                                         call_log=list(runtime.session.call_log.entries))
+            if result.has_final:
+                candidate = {"answer": result.final}
+                break
+        messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
+        update = {"messages": messages, "code_log": code_log, "call_log": list(runtime.session.call_log.entries),
+                  "pending_code": None, "candidate": candidate}
+        goto = self._after_candidate(state) if candidate is not None else "root_lm"
+        return Command(update=self._progress(runtime, **update), goto=goto)
+
+    def review_final(self, state: RLMState) -> Command:
+        answer = (state.get("candidate") or {}).get("answer")
+        decision = interrupt({"type": "review_final", "answer": answer, "iteration": state["iteration"],
+                              "query": state["query"]})
+        action, value = _review_decision(decision, edit_key="answer")
+        after = "evaluate" if self.evaluator is not None else "finalize"
+        if action == "approve":
+            return Command(update={"answer": answer, "stop_reason": "final"}, goto=after)
+        if action == "edit":
+            return Command(update={"candidate": {"answer": value}, "answer": value, "stop_reason": "final"},
+                           goto=after)
+        note = f"A reviewer rejected that answer: {value or 'no reason given'}. Keep working, then call FINAL again."
+        return Command(update={"candidate": None, "messages": [*state["messages"], {"role": "user", "content": note}]},
+                       goto="root_lm")
+
+    def evaluate(self, state: RLMState) -> Command:
+        runtime = self._runtime(state)
+        answer = (state.get("candidate") or {}).get("answer")
+        evaluation = self.evaluator(state["query"], answer, runtime.trajectory)
+        verdict = decide(RefinementState.from_dict(state.get("refinement")), answer, evaluation,
+                         max_refinements=self.max_refinements, min_gain=self.min_gain)
+        runtime.trajectory.record("evaluation", iteration=state["iteration"], **evaluation.to_dict(),
+                                  decision=verdict.action, reason=verdict.reason)
+        if verdict.action == "refine":
+            messages = [*state["messages"], {"role": "user", "content": feedback_message(evaluation)}]
+            return Command(update=self._progress(runtime, messages=messages, candidate=None,
+                                                 refinement=verdict.state.to_dict()), goto="root_lm")
+        return Command(update=self._progress(runtime, answer=verdict.answer, stop_reason=verdict.reason,
+                                             refinement=verdict.state.to_dict()), goto="finalize")
+
+    def finalize(self, state: RLMState) -> dict[str, Any]:
+        runtime = state.get("runtime")
+        answer = state.get("answer")
+        if answer is None and state.get("candidate"):
+            answer = state["candidate"].get("answer")
+        reason = state.get("stop_reason") or "final"
+        update: dict[str, Any] = {"answer": answer, "stop_reason": reason, "iterations": state.get("iteration", 0),
+                                  "runtime": None}
+        if runtime is not None and not runtime.closed:
+            if state.get("parent") is None:
+                runtime.writer = _stream_writer()
+            runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
+                                      stop_reason=reason, iteration=state.get("iteration", 0))
+            update.update(usage=runtime.budget.spent(), trajectory=runtime.trajectory.to_dict())
+            runtime.close()
+        return update
+
+
+def _review_decision(decision: Any, *, edit_key: str) -> tuple[str, Any]:
+    """Normalize a resume value: True/"approve", {"action": "edit", edit_key: ...}, False/"reject"/{"feedback"}."""
+    if decision is True or decision in ("approve", "approved", "accept", None):
+        return "approve", None
+    if decision is False or decision in ("reject", "rejected"):
+        return "reject", None
+    if isinstance(decision, Mapping):
+        action = decision.get("action", "approve")
+        if action in ("approve", "accept"):
+            return "approve", None
+        if action == "edit" and edit_key in decision:
+            return "edit", decision[edit_key]
+        if action == "reject":
+            return "reject", decision.get("feedback")
+    raise ValueError(f"resume the review with True (approve), False (reject), {{'action': 'edit', "
+                     f"'{edit_key}': ...}} or {{'action': 'reject', 'feedback': ...}}; got {decision!r:.200}")
+
+
+def create_rlm_graph(
+    model: Any,
+    *,
+    sub_model: Any = None,
+    max_depth: int | None = None,
+    budget: Budget | None = None,
+    evaluator: Any = None,
+    max_refinements: int = 2,
+    min_gain: float = 0.01,
+    review: Review | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
+    system_prompt: str | None = None,
+    checkpointer: BaseCheckpointSaver | bool | None = None,
+    name: str = "rlm",
+    max_iterations: int = 20,
+    root_max_tokens: int = 2048,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    context_store: ContextStore | None = None,
+    sandbox_options: SandboxOptions = SandboxOptions(),
+) -> RLMGraph:
+    """Build and compile an RLM graph: input ``{"query", "context"}``, output
+    ``{"answer", "usage", "iterations", "stop_reason", "trajectory"}``.
+
+    ``model``/``sub_model`` are LangChain chat models or litellm model strings
+    (``api_base``/``api_key`` apply to strings); ``sub_model`` defaults to ``model``.
+    ``max_depth`` (default: the budget's, 1) is how deep ``rlm_query`` may recurse.
+    ``review="code"`` or ``"final"`` pauses with ``interrupt()`` before each cell or
+    before accepting the answer. ``system_prompt`` replaces the opening instructions
+    (the REPL documentation is always kept). With a ``checkpointer`` and no
+    ``context_store``, contexts are kept in files under ``~/.cache/rlm-runtime``.
+    """
+    if review not in (None, "code", "final"):
+        raise ValueError(f"review must be None, 'code' or 'final', got {review!r}")
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
+    if isinstance(max_refinements, bool) or not isinstance(max_refinements, int) or max_refinements < 0:
+        raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
+    if budget is not None and not isinstance(budget, Budget):
+        raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    limits = (budget or Budget()).limits()
+    if max_depth is not None:
+        limits["max_depth"] = max_depth
+    root = as_client(model, api_base=api_base, api_key=api_key)
+    sub = root if sub_model is None else as_client(sub_model, api_base=api_base, api_key=api_key)
+    if context_store is None:
+        context_store = _default_file_store() if checkpointer not in (None, False) else MemoryContextStore()
+    engine = _Engine(root=root, sub=sub, budget=Budget(**limits),
+                     evaluator=as_evaluator(evaluator) if evaluator is not None else None,
+                     max_refinements=max_refinements, min_gain=min_gain, review=review,
+                     tools=check_user_tools(tools), instructions=system_prompt, max_iterations=max_iterations,
+                     root_max_tokens=root_max_tokens, options=sandbox_options, context_store=context_store)
+    builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
+    nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
+                                                  "root_lm"),
+             "review_code": ("execute", "root_lm"), "execute": ("root_lm", "review_final", "evaluate", "finalize"),
+             "review_final": ("evaluate", "finalize", "root_lm"), "evaluate": ("root_lm", "finalize")}
+    for node, destinations in nodes.items():
+        builder.add_node(node, engine._guarded(getattr(engine, node)), destinations=destinations)
+    builder.add_node("finalize", engine.finalize)
+    builder.add_edge(START, "prepare")
+    builder.add_edge("finalize", END)
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    graph = RLMGraph(context_store=context_store,
+                     **{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
+    engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
+    return graph
+
+
+def _default_file_store() -> FileContextStore:
+    import os
+    from pathlib import Path
+
+    return FileContextStore(Path(os.environ.get("RLM_CONTEXT_DIR", Path.home() / ".cache" / "rlm-runtime" / "contexts")))

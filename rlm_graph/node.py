@@ -1,0 +1,44 @@
+"""``create_rlm_node``: the RLM as one node of a parent graph whose state uses its own keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+from rlm_graph.graph import create_rlm_graph
+
+
+def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = "context",
+                    output_key: str = "answer", details_key: str | None = None,
+                    **kwargs: Any) -> RunnableLambda:
+    """A node reading ``state[query_key]`` and ``state[context_key]`` and writing ``{output_key: answer}``
+    (plus ``{details_key: {"usage", "iterations", "stop_reason"}}`` when given).
+
+    Other keyword arguments go to :func:`create_rlm_graph`. The node forwards its
+    ``config``, so streaming, callbacks and review interrupts reach the parent graph;
+    works under ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's
+    own state (with the context in it) is checkpointed by the parent's checkpointer.
+    """
+    graph = create_rlm_graph(model, **kwargs)
+
+    def rlm_input(state: Any) -> dict[str, Any]:
+        for key in (query_key, context_key):
+            if key not in state:
+                raise KeyError(f"the RLM node reads state[{key!r}], which this state does not have; "
+                               f"set query_key=/context_key= to the keys your state uses")
+        return {"query": state[query_key], "context": state[context_key]}
+
+    def rlm_output(result: dict[str, Any]) -> dict[str, Any]:
+        update = {output_key: result.get("answer")}
+        if details_key is not None:
+            update[details_key] = {k: result.get(k) for k in ("usage", "iterations", "stop_reason")}
+        return update
+
+    def run(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        return rlm_output(graph.invoke(rlm_input(state), config))
+
+    async def arun(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        return rlm_output(await graph.ainvoke(rlm_input(state), config))
+
+    return RunnableLambda(run, afunc=arun, name=graph.name)

@@ -1,0 +1,46 @@
+"""Reading the root LM's reply: code blocks to run, or a final answer written as text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CODE_TAGS = frozenset({"repl", "python", "py", "python3", ""})
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_FINAL_TEXT = re.compile(r"^[ \t]*FINAL(_VAR)?\((.*)\)[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a reply asks for: ``code`` to run, or a ``final`` answer, or a ``problem`` to report back."""
+
+    code: tuple[str, ...] = ()
+    final: str | None = None
+    final_var: str | None = None
+    problem: str | None = None
+
+
+def parse_reply(text: str) -> Action:
+    """Code blocks tagged repl/python (or untagged) are run in order; without code, a line
+    ``FINAL(...)`` or ``FINAL_VAR(name)`` outside any block is the answer."""
+    if not isinstance(text, str) or not text.strip():
+        return Action(problem="Your reply was empty. Reply with a ```repl code block.")
+    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
+    code = tuple(body.strip("\n") for tag, body in blocks if tag in CODE_TAGS and body.strip())
+    if code:
+        return Action(code=code)
+    outside = _FENCE.sub("", text)
+    match = _FINAL_TEXT.search(outside)
+    if match:
+        value = match.group(2).strip()
+        if match.group(1):
+            return Action(final_var=value.strip("'\""))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        return Action(final=value)
+    if blocks:
+        tags = ", ".join(sorted({t or "untagged" for t, _ in blocks}))
+        return Action(problem=f"Your code block was tagged {tags}; only ```repl blocks are run. "
+                              "Put the code in a ```repl block.")
+    return Action(problem="Your reply had no ```repl code block and no FINAL(answer). "
+                          "Write code in a ```repl block, or call FINAL(answer).")

@@ -1,0 +1,87 @@
+"""The root LM's instructions: how the REPL works, with one worked example (small models need it)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sandbox.guards import ALLOWED_MODULES
+
+_EXAMPLE = '''Example of the exchange:
+
+user: Query: How many lines of the log mention a timeout?
+`context` is a str of 912,331 characters (20,000 lines).
+assistant: Let me look at the start of the context first.
+```repl
+print(context[:300])
+lines = context.split("\\n")
+print(len(lines))
+```
+user: REPL output:
+2024-01-01 10:00:01 INFO start ...
+20000
+assistant: I will count matching lines in code and finish.
+```repl
+hits = [line for line in lines if "timeout" in line.lower()]
+print(len(hits), hits[:3])
+FINAL(len(hits))
+```'''
+
+
+def describe_tools(tools: Mapping[str, Callable[..., Any]]) -> str:
+    """One line per user tool: its signature and the first line of its docstring."""
+    lines = []
+    for name, fn in sorted(tools.items()):
+        try:
+            signature = str(inspect.signature(fn))
+        except (TypeError, ValueError):
+            signature = "(...)"
+        doc = (inspect.getdoc(fn) or "").strip().splitlines()
+        lines.append(f"- `{name}{signature}`" + (f": {doc[0]}" if doc else ""))
+    return "\n".join(lines)
+
+
+def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, Callable[..., Any]] = {}) -> str:
+    """What the REPL offers and refuses; shared by every engine so the LM sees one contract."""
+    recursion = ("- `rlm_query(prompt, context=None)` -> str: give a sub-problem (and optionally a str "
+                 "context) to a child RLM that has its own REPL. Use it for hard sub-problems only.\n"
+                 if can_recurse else "")
+    user_tools = f"Other functions you can call:\n{describe_tools(tools)}\n" if tools else ""
+    return f"""The REPL gives you:
+- `context`: the data to work on (described in the query message). Never print all of it.
+- `llm_query(prompt)` -> str: ask a language model about text you include in the prompt (it cannot see \
+`context`). Keep each prompt to a few thousand characters.
+- `llm_query_batched(prompts)` -> list[str]: many `llm_query` calls at once, answers in the same order. \
+Prefer it to a loop of `llm_query`.
+{recursion}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
+- `print(...)`: output longer than {max_output_chars:,} characters is cut in the middle; print summaries \
+and slices.
+{user_tools}Variables persist between your code blocks. Allowed imports: {", ".join(sorted(ALLOWED_MODULES))}.
+Not allowed: names or attributes starting with "_", open/exec/eval, other imports, `match`, `nonlocal`, \
+`async`, `with` on your own classes."""
+
+
+def root_system_prompt(*, max_output_chars: int, can_recurse: bool,
+                       tools: Mapping[str, Callable[..., Any]] = {}, instructions: str | None = None) -> str:
+    """The system prompt of the text-protocol engine (LangGraph): guide, protocol and example."""
+    lead = instructions or ("You answer a query about a context that is too large to read at once. The context "
+                            "is loaded in a Python REPL; you work on it by writing code.")
+    return f"""{lead}
+
+Reply with a short thought and one ```repl code block. You will see what it printed. Repeat until you \
+know the answer, then call FINAL(answer) in a code block. Write FINAL only after you have seen the output \
+that supports it.
+
+{repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
+
+{_EXAMPLE}"""
+
+
+def query_message(query: str, context_description: str) -> str:
+    return f"Query: {query}\n{context_description}\nStart by looking at the context with code."
+
+
+def output_message(outputs: list[str]) -> str:
+    body = "\n\n".join(outputs) if outputs else "(the code printed nothing)"
+    return f"REPL output:\n{body}\n\nContinue with one ```repl block, or call FINAL(answer) if you are done."

@@ -1,0 +1,102 @@
+"""One RLM run at one depth: its REPL, host functions, and the record of what ran.
+
+Both adapters open a :class:`Session` per run; it loads the context, wires
+``llm_query``/``llm_query_batched``/``rlm_query`` and the user's tools into the
+sandbox (through a :class:`~sandbox.replay.CallLog` when the run may be
+replayed), and records every cell in the trajectory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.aio import AsyncRunner
+from sandbox.bridge import ChildRunner, HostFunctions
+from sandbox.budget import Budget
+from sandbox.context import Context, check_context
+from sandbox.lm import LMClient
+from sandbox.replay import CallLog
+from sandbox.repl import CellResult, Sandbox, check_identifier
+from sandbox.trajectory import Trajectory, preview
+
+HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Per-cell limits of the REPL and the sub-call settings of the host functions."""
+
+    timeout: float = 60.0
+    memory_limit_mb: int = 1024
+    max_output_chars: int = 10_000
+    tool_timeout: float = 600.0
+    max_concurrency: int = 8
+    sub_max_tokens: int = 1024
+    drop_privileges: bool = True
+
+
+def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
+    tools = dict(tools or {})
+    for name, fn in tools.items():
+        check_identifier(name, "tool name")
+        if name in HOST_FUNCTIONS or name in ("FINAL", "FINAL_VAR", "context", "print"):
+            raise ValueError(f"tool name {name!r} collides with a name the RLM REPL defines")
+        if not callable(fn):
+            raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
+    return tools
+
+
+class Session:
+    """A live REPL with ``context`` loaded and the host functions wired in. Close it when done."""
+
+    def __init__(self, *, context: Context, sub_lm: LMClient, budget: Budget, trajectory: Trajectory,
+                 runner: AsyncRunner, depth: int = 0, tools: Mapping[str, Callable[..., Any]] | None = None,
+                 run_child: ChildRunner | None = None, call_log: CallLog | None = None,
+                 options: SandboxOptions = SandboxOptions()):
+        self.budget = budget
+        self.trajectory = trajectory
+        self.depth = depth
+        self.options = options
+        self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
+                                  max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
+                                  run_child=run_child)
+        all_tools = {**self.host.tools(), **check_user_tools(tools)}
+        self.call_log = call_log
+        self.sandbox = Sandbox(tools=call_log.wrap(all_tools) if call_log is not None else all_tools,
+                               budget=budget, timeout=options.timeout, memory_limit_mb=options.memory_limit_mb,
+                               max_output_chars=options.max_output_chars, tool_timeout=options.tool_timeout,
+                               drop_privileges=options.drop_privileges)
+        try:
+            self.sandbox.set_variable("context", check_context(context))
+        except BaseException:
+            self.sandbox.close()
+            raise
+
+    def run_cell(self, code: str, *, iteration: int, record: bool = True) -> CellResult:
+        """Execute one cell; record it in the trajectory unless it is a replay."""
+        result = self.sandbox.execute(code)
+        if record:
+            self.trajectory.record("cell", iteration=iteration, code=preview(code), output=preview(result.output),
+                                   error=result.error, limit=result.limit, has_final=result.has_final,
+                                   seconds=round(result.seconds, 4), restarted=result.restarted)
+        return result
+
+    def replay(self, cells: list[str]) -> None:
+        """Re-run ``cells`` to rebuild the namespace; host calls are answered from the call log."""
+        for code in cells:
+            self.sandbox.execute(code)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+def format_cell(result: CellResult) -> str:
+    """What the root LM is shown of one cell."""
+    parts = [result.output.rstrip("\n")] if result.output else []
+    if result.error:
+        parts.append(result.error)
+    if result.has_final:
+        parts.append("FINAL was called.")
+    return "\n".join(parts) if parts else "(no output)"
