@@ -1,0 +1,102 @@
+"""rlm_graph benchmarks; results go to benchmarks/results/graph.json and graph.md.
+
+    python benchmarks/graph_bench.py [--iterations 30]
+
+Per-iteration overhead of the graph excluding LM time (root LM replies instantly
+and its time is measured and subtracted), without a checkpointer, with
+InMemorySaver and with SqliteSaver; and checkpoint bytes per iteration with
+SqliteSaver for 1 MB and 10 MB contexts. All numbers come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
+
+from rlm_graph import FileContextStore, create_rlm_graph  # noqa: E402
+from sandbox import Completion  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+class TimedScript:
+    """An instant root LM that replies with `x = x + 1` cells, then FINAL; records its own time."""
+
+    model = "bench/script"
+
+    def __init__(self, iterations: int):
+        self.replies = ["```repl\nx = 0\n```"] + ["```repl\nx = x + 1\n```"] * (iterations - 2) + ["```repl\nFINAL(x)\n```"]
+        self.seconds = 0.0
+
+    async def acomplete(self, messages, *, max_tokens):
+        started = time.perf_counter()
+        text = self.replies.pop(0)
+        self.seconds += time.perf_counter() - started
+        return Completion(text=text, prompt_tokens=1, completion_tokens=1)
+
+
+def overhead_ms(iterations: int, checkpointer, workdir: Path) -> float:
+    root = TimedScript(iterations)
+    graph = create_rlm_graph(root, max_iterations=iterations + 1, checkpointer=checkpointer,
+                             context_store=FileContextStore(workdir / "ctx"))
+    config = {"configurable": {"thread_id": f"bench-{time.monotonic_ns()}"}}
+    started = time.perf_counter()
+    out = graph.invoke({"query": "count", "context": "x" * 1000}, config)
+    elapsed = time.perf_counter() - started
+    assert out["answer"] == iterations - 2, out
+    return round((elapsed - root.seconds) / iterations * 1000, 3)
+
+
+def checkpoint_bytes(iterations: int, context_chars: int, workdir: Path) -> dict[str, float]:
+    db = workdir / f"cp-{context_chars}.db"
+    with SqliteSaver.from_conn_string(str(db)) as saver:
+        graph = create_rlm_graph(TimedScript(iterations), max_iterations=iterations + 1, checkpointer=saver,
+                                 context_store=FileContextStore(workdir / "ctx"))
+        graph.invoke({"query": "count", "context": "y" * context_chars}, {"configurable": {"thread_id": "t"}})
+    con = sqlite3.connect(db)
+    count, blobs = con.execute("select count(*), sum(length(checkpoint)) + sum(length(metadata)) from checkpoints").fetchone()
+    writes = con.execute("select coalesce(sum(length(value)), 0) from writes").fetchone()[0]
+    con.close()
+    return {"checkpoints": count, "bytes_per_iteration": round((blobs + writes) / iterations),
+            "largest_checkpoint_bytes": max(r[0] for r in sqlite3.connect(db).execute(
+                "select length(checkpoint) from checkpoints"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=30)
+    args = parser.parse_args()
+    n = args.iterations
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        overhead_ms(5, None, workdir)  # warm imports and the first worker start
+        results: dict[str, object] = {"iterations": n}
+        results["overhead_ms_per_iteration_no_checkpointer"] = overhead_ms(n, None, workdir)
+        results["overhead_ms_per_iteration_memory_saver"] = overhead_ms(n, InMemorySaver(), workdir)
+        with SqliteSaver.from_conn_string(str(workdir / "overhead.db")) as saver:
+            results["overhead_ms_per_iteration_sqlite_saver"] = overhead_ms(n, saver, workdir)
+        results["sqlite_vs_none_ratio"] = round(results["overhead_ms_per_iteration_sqlite_saver"]
+                                                / results["overhead_ms_per_iteration_no_checkpointer"], 2)
+        for label, chars in (("1mb", 1_000_000), ("10mb", 10_000_000)):
+            for key, value in checkpoint_bytes(n, chars, workdir).items():
+                results[f"checkpoint_{key}_{label}"] = value
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "graph.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in results.items()]
+    (RESULTS / "graph.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Runnable recipes; each also runs as a test (tests/test_cookbook.py)."""

@@ -1,0 +1,59 @@
+"""Human review with interrupts and a SQLite checkpointer: approve each cell before it runs.
+
+    python -m cookbook.langgraph_human_review [--db review.db] [--auto-approve] [--model ...]
+
+Each pause is saved in SQLite; stop the program at a prompt and run it again with
+the same --db and --thread to continue where you left off (even in a new process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+
+from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
+from rlm_graph import FileContextStore, create_rlm_graph
+
+
+def ask(payload: dict, auto_approve: bool) -> object:
+    print(f"\n--- iteration {payload['iteration']}: the model wants to run ---\n{payload['code']}")
+    if auto_approve:
+        print("[auto-approved]")
+        return True
+    answer = input("run it? [y]es / [n]o (tell it why) / [e]dit: ").strip().lower()
+    if answer.startswith("n"):
+        return {"action": "reject", "feedback": input("why: ")}
+    if answer.startswith("e"):
+        return {"action": "edit", "code": input("replacement code (one line): ")}
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    model_arguments(parser)
+    parser.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "rlm-review.db"))
+    parser.add_argument("--thread", default="review-demo")
+    parser.add_argument("--auto-approve", action="store_true", help="approve every cell (no prompts)")
+    args = parser.parse_args(argv)
+    root, sub = models(args, *NEEDLE_CELLS)
+    config = {"configurable": {"thread_id": args.thread}}
+    with SqliteSaver.from_conn_string(args.db) as saver:
+        graph = create_rlm_graph(root, sub_model=sub, api_base=args.api_base, checkpointer=saver, review="code",
+                                 context_store=FileContextStore(Path(args.db).with_suffix(".contexts")))
+        pending = graph.get_state(config).next
+        step = graph.invoke(Command(resume=True), config) if pending else \
+            graph.invoke({"query": "What is the launch code for project Heron?", "context": long_document()},
+                         config)
+        while "__interrupt__" in step:
+            step = graph.invoke(Command(resume=ask(step["__interrupt__"][0].value, args.auto_approve)), config)
+    print(f"\nanswer: {step['answer']}  (stop: {step['stop_reason']}, iterations: {step['iterations']})")
+    return step
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
