@@ -11,7 +11,6 @@ SqliteSaver for 1 MB and 10 MB contexts. All numbers come from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import tempfile
@@ -21,13 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_results  # noqa: E402
+
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 
 from rlm_graph import FileContextStore, create_rlm_graph  # noqa: E402
 from sandbox import Completion  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 class TimedScript:
@@ -91,11 +91,7 @@ def main() -> None:
         for label, chars in (("1mb", 1_000_000), ("10mb", 10_000_000)):
             for key, value in checkpoint_bytes(n, chars, workdir).items():
                 results[f"checkpoint_{key}_{label}"] = value
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "graph.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in results.items()]
-    (RESULTS / "graph.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results("graph", results))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import write_results  # noqa: E402
+
 from sandbox import AsyncRunner, Budget, Completion, HostFunctions, Sandbox, Trajectory  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 CONTEXT_40MB = "0123456789 abcdefghijklmnopqrstuvwxyz\n" * (40 * 1024 * 1024 // 38)
 
 HOT_LOOP = """
@@ -191,11 +192,7 @@ def main() -> None:
     results.update(bench_batched())
     results["targets_met"] = {name: {"<": results[name] < bound, ">": results[name] > bound,
                                      "<=": results[name] <= bound}[op] for name, (op, bound) in TARGETS.items()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sandbox.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in results.items()]
-    (RESULTS / "sandbox.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results("sandbox", results))
 
 
 if __name__ == "__main__":
