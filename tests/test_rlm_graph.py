@@ -407,3 +407,10 @@ def test_interrupt_inside_the_rlm_surfaces_to_the_parent():
     assert paused["__interrupt__"][0].value["type"] == "review_final"
     out = parent.invoke(Command(resume={"action": "edit", "answer": "approved text"}), thread())
     assert out["result"] == "approved text" and out["log"][-1] == "summary of approved text"
+
+
+def test_messages_stream_carries_root_and_sub_call_tokens():
+    graph = create_rlm_graph(script(cell("FINAL(llm_query('hi'))")),
+                             sub_model=FakeListChatModel(responses=["sub answer"]))
+    nodes = {meta["langgraph_node"] for _, meta in graph.stream({"query": "q", "context": "c"}, stream_mode="messages")}
+    assert nodes == {"root_lm", "execute"}
