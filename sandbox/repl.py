@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
@@ -33,7 +33,7 @@ from sandbox.frames import DeadlineChannel, FrameError
 from sandbox.redact import describe_error
 
 LIMITS = ("timeout", "memory", "output", "budget", "crash")
-RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "print"})
+RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SUBMIT", "print"})
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 # The worker gets a bare ``sandbox`` package (no __init__): it loads only the compiler,
 # frames, guards and worker modules, which starts faster and keeps host code out of it.
@@ -80,6 +80,30 @@ def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
                          f"got {value!r}")
 
 
+def _check_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
+    tools = dict(tools or {})
+    for name, fn in tools.items():
+        check_identifier(name, "tool name")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"tool name {name!r} is reserved by the sandbox")
+        if not callable(fn):
+            raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
+    return tools
+
+
+def _check_submit_fields(fields: Sequence[str] | None) -> list[str] | None:
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        raise TypeError("submit_fields must be a sequence of field names, not a str")
+    fields = list(fields)
+    for name in fields:
+        check_identifier(name, "output field name")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"output field names repeat: {fields}")
+    return fields
+
+
 def check_identifier(name: Any, what: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ValueError(f"{what} must be a Python identifier, got {name!r}")
@@ -100,14 +124,9 @@ class Sandbox:
     def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = 30.0,
                  memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
                  tool_timeout: float = 600.0, budget: Budget | None = None, drop_privileges: bool = True,
-                 max_tool_threads: int = 8):
-        tools = dict(tools or {})
-        for name, fn in tools.items():
-            check_identifier(name, "tool name")
-            if name in RESERVED_NAMES:
-                raise ValueError(f"tool name {name!r} is reserved by the sandbox")
-            if not callable(fn):
-                raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
+                 max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None):
+        tools = _check_tools(tools)
+        submit_fields = _check_submit_fields(submit_fields)
         _check_positive("timeout", timeout)
         _check_positive("kill_grace", kill_grace)
         _check_positive("tool_timeout", tool_timeout)
@@ -119,6 +138,7 @@ class Sandbox:
         if budget is not None and not isinstance(budget, Budget):
             raise TypeError(f"Sandbox(budget=...) must be a sandbox.Budget, got {type(budget).__name__}")
         self.tools = tools
+        self.submit_fields = submit_fields
         self.timeout = float(timeout)
         self.kill_grace = float(kill_grace)
         self.tool_timeout = float(tool_timeout)
@@ -174,7 +194,8 @@ class Sandbox:
                                   max_header=_MAX_FROM_WORKER, max_payload=_MAX_FROM_WORKER)
         self._channel = channel
         deadline = time.monotonic() + _START_TIMEOUT
-        init = {"type": "init", "tools": sorted(self.tools), "memory_limit_mb": self.memory_limit_mb,
+        init = {"type": "init", "tools": sorted(self.tools), "submit_fields": self.submit_fields,
+                "memory_limit_mb": self.memory_limit_mb,
                 "max_output_chars": self.max_output_chars, "drop_privileges": self.drop_privileges}
         try:
             ok = channel.write(init, None, deadline)
@@ -214,6 +235,15 @@ class Sandbox:
             raise SandboxError("this Sandbox is closed; create a new one")
         if self._proc is None:
             self._start_worker()
+
+    def configure(self, *, tools: Mapping[str, Callable[..., Any]] | None = None,
+                  submit_fields: Sequence[str] | None = None) -> None:
+        """Replace the tools and ``SUBMIT``'s output fields of a running sandbox; variables are kept."""
+        tools, submit_fields = _check_tools(tools), _check_submit_fields(submit_fields)
+        with self._lock:
+            self._ensure_open()
+            self.tools, self.submit_fields = tools, submit_fields
+            self._request({"type": "configure", "tools": sorted(tools), "submit_fields": submit_fields})
 
     # -- variables -------------------------------------------------------------------
 

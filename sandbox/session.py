@@ -41,7 +41,7 @@ def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str
     tools = dict(tools or {})
     for name, fn in tools.items():
         check_identifier(name, "tool name")
-        if name in HOST_FUNCTIONS or name in ("FINAL", "FINAL_VAR", "context", "print"):
+        if name in HOST_FUNCTIONS or name in ("FINAL", "FINAL_VAR", "SUBMIT", "context", "print"):
             raise ValueError(f"tool name {name!r} collides with a name the RLM REPL defines")
         if not callable(fn):
             raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")

@@ -94,15 +94,25 @@ class Worker:
         self.flood_chars = max(2_000_000, 100 * self.max_output_chars)
         self.policy = Policy(self.print)
         self.namespace: dict[str, Any] = self.policy.globals()
-        self.reserved: dict[str, Any] = {
-            CHECK_STOP: self.check_stop, IMPORT_FROM: self.policy.import_from, SHOW: self.show,
-            "FINAL": plain_function(self.final, "FINAL"), "FINAL_VAR": plain_function(self.final_var, "FINAL_VAR"),
-        }
-        for name in config["tools"]:
-            self.reserved[name] = self.make_tool(name)
+        self.reserved: dict[str, Any] = {}
+        self.submit_fields: list[str] | None = None
+        self.configure(config)
         self.cell_count = 0
         self.sources: dict[str, list[str]] = {}
         self._reset_cell_state(timeout_limit="timeout")
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """(Re)define the names the host provides: tools, and SUBMIT's output fields."""
+        for name in self.reserved:
+            self.namespace.pop(name, None)
+        self.submit_fields = config.get("submit_fields")
+        self.reserved = {
+            CHECK_STOP: self.check_stop, IMPORT_FROM: self.policy.import_from, SHOW: self.show,
+            "FINAL": plain_function(self.final, "FINAL"), "FINAL_VAR": plain_function(self.final_var, "FINAL_VAR"),
+            "SUBMIT": plain_function(self.submit, "SUBMIT"),
+        }
+        for name in config["tools"]:
+            self.reserved[name] = self.make_tool(name)
 
     def _reset_cell_state(self, timeout_limit: str) -> None:
         self.out = OutputBuffer(self.max_output_chars, self.flood_chars)
@@ -138,12 +148,30 @@ class Worker:
 
     def final(self, value: Any) -> None:
         """FINAL(value): end the cell and hand ``value`` to the host as the answer."""
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            value = str(value)
-        self.has_final, self.final_value = True, value
+        self.has_final, self.final_value = True, _json_or_str(value)
         raise self._halt("final", "FINAL was called")
+
+    def submit(self, *args: Any, **kwargs: Any) -> None:
+        """SUBMIT(field=value, ...) or SUBMIT(v1, v2, ...) in field order: FINAL with a dict of fields."""
+        fields = self.submit_fields
+        if fields is None:
+            if args and kwargs or len(args) > 1:
+                raise TypeError("SUBMIT takes one value, or keyword arguments")
+            self.final(args[0] if args else dict(kwargs))
+        usage = f"SUBMIT({', '.join(fields)})"
+        if len(args) > len(fields):
+            raise TypeError(f"{usage} takes {len(fields)} values, got {len(args)}")
+        values = dict(zip(fields, args))
+        for key, value in kwargs.items():
+            if key not in fields:
+                raise TypeError(f"{usage}: unknown output field {key!r}")
+            if key in values:
+                raise TypeError(f"{usage}: {key!r} given twice")
+            values[key] = value
+        missing = [f for f in fields if f not in values]
+        if missing:
+            raise TypeError(f"{usage}: missing {', '.join(missing)}")
+        self.final({key: _json_or_str(value) for key, value in values.items()})
 
     def final_var(self, name: Any) -> None:
         """FINAL_VAR(name): FINAL with the value of the variable called ``name``."""
@@ -293,11 +321,22 @@ class Worker:
                 self.channel.write(reply)
             elif kind == "get":
                 self.channel.write(*self.get_variable(header["name"]))
+            elif kind == "configure":
+                self.configure(header)
+                self.channel.write({"type": "ok"})
             elif kind == "names":
                 names = sorted(k for k in self.namespace if not k.startswith("_") and k not in self.reserved)
                 self.channel.write({"type": "value", "encoding": "json", "value": names})
             else:
                 return
+
+
+def _json_or_str(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
 
 
 def apply_limits(memory_limit_mb: int, drop_privileges: bool) -> None:

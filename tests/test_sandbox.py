@@ -316,3 +316,27 @@ def test_concurrent_callers_are_serialized(sb):
 
 def test_cell_result_is_json_serializable(sb):
     json.dumps(sb.execute("print('hi')").to_dict())
+
+
+def test_submit_maps_values_onto_output_fields():
+    with Sandbox(submit_fields=["answer", "count"]) as sb:
+        assert sb.execute("SUBMIT('x', count=3)").final == {"answer": "x", "count": 3}
+        assert sb.execute("SUBMIT(count={1}, answer='y')").final == {"answer": "y", "count": "{1}"}
+        assert "missing count" in sb.execute("SUBMIT('only answer')").error
+        assert "unknown output field 'extra'" in sb.execute("SUBMIT('a', 1, extra=2)").error
+    with Sandbox() as sb:
+        assert sb.execute("SUBMIT(answer=1)").final == {"answer": 1}
+        assert sb.execute("SUBMIT('plain')").final == "plain"
+
+
+def test_configure_replaces_tools_and_keeps_variables():
+    with Sandbox(tools={"a": lambda: "A"}) as sb:
+        sb.execute("kept = 1")
+        sb.configure(tools={"b": lambda: "B"}, submit_fields=["out"])
+        assert sb.execute("print(b(), kept)").output == "B 1\n"
+        assert "NameError" in sb.execute("a()").error
+        assert sb.execute("SUBMIT(5)").final == {"out": 5}
+        sb.restart()
+        assert sb.execute("print(b())").output == "B\n"  # configuration survives a restart
+    with pytest.raises(ValueError, match="repeat"):
+        Sandbox(submit_fields=["x", "x"])
