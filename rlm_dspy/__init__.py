@@ -1,1 +1,11 @@
-"""DSPy adapter for the RLM runtime (see issue #3; built on ``sandbox``)."""
+"""DSPy adapter: ``RLM`` (a drop-in for ``dspy.RLM``) and ``RestrictedPythonInterpreter`` (for ``dspy.RLM`` itself)."""
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # dspy imports litellm
+
+from rlm_dspy.interpreter import RestrictedPythonInterpreter  # noqa: E402
+from rlm_dspy.lm import DSPyLMClient  # noqa: E402
+from rlm_dspy.rlm import RLM  # noqa: E402
+
+__all__ = ["DSPyLMClient", "RLM", "RestrictedPythonInterpreter"]

@@ -190,7 +190,7 @@ class _Engine:
         def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
             return self._run_child(query, child_context, child_depth, ParentLink(budget, runner, child_trajectory))
 
-        session = Session(context=context, sub_lm=self.sub, budget=budget, trajectory=trajectory, runner=runner,
+        session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory, runner=runner,
                           depth=depth, tools=self.tools, run_child=run_child,
                           call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
         runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer())

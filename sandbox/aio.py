@@ -30,6 +30,9 @@ class AsyncRunner:
         # A runner dropped without close() (a run abandoned at an interrupt) still stops its thread.
         self._finalizer = weakref.finalize(self, _stop_loop, self.__dict__)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> AsyncRunner:
+        return AsyncRunner()  # a loop thread cannot be copied; a copy starts its own when used
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._loop.is_closed():

@@ -9,6 +9,7 @@ trajectory. Inside the sandbox these become plain forwarding closures (see
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +33,12 @@ class HostFunctions:
     without losing the others. ``rlm_query`` starts a child RLM through
     ``run_child`` one level deeper; past ``budget.max_depth`` (or without
     ``run_child``) it answers with a plain ``llm_query`` and records that it did.
+    ``max_calls`` caps this RLM's own sub-calls on top of the shared budget.
     """
 
     def __init__(self, *, lm: LMClient, budget: Budget, trajectory: Trajectory, runner: AsyncRunner,
                  depth: int = 0, max_concurrency: int = 8, max_tokens: int = 1024,
-                 run_child: ChildRunner | None = None):
+                 run_child: ChildRunner | None = None, max_calls: int | None = None):
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -49,6 +51,9 @@ class HostFunctions:
         self.max_concurrency = max_concurrency
         self.max_tokens = max_tokens
         self.run_child = run_child
+        self.max_calls = max_calls  # this RLM's own sub-call cap (dspy.RLM's max_llm_calls), on top of the budget
+        self._calls = 0
+        self._calls_lock = threading.Lock()
 
     def tools(self) -> dict[str, Callable[..., Any]]:
         """The functions to hand to ``Sandbox(tools=...)``."""
@@ -63,6 +68,7 @@ class HostFunctions:
                 return await self._query(prompt)
         began = time.monotonic()
         try:
+            self._count_call()
             completion = await metered_completion(self.lm, [{"role": "user", "content": prompt}],
                                                   budget=self.budget, max_tokens=self.max_tokens)
         except BudgetExceeded as exc:
@@ -78,6 +84,13 @@ class HostFunctions:
                                completion_tokens=completion.completion_tokens,
                                seconds=round(time.monotonic() - began, 4), model=completion.model)
         return completion.text
+
+    def _count_call(self) -> None:
+        with self._calls_lock:
+            if self.max_calls is not None and self._calls >= self.max_calls:
+                raise BudgetExceeded("max_llm_calls", f"budget exhausted (max_llm_calls): this RLM's "
+                                                      f"{self.max_calls} sub-calls are used", self.budget.spent())
+            self._calls += 1
 
     def _run(self, coro: Any) -> Any:
         try:

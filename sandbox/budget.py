@@ -87,6 +87,12 @@ class Budget:
         """A new, unspent ledger with the same caps (one per top-level call)."""
         return Budget(**self.limits())
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Budget:
+        """Optimizers deep-copy programs: the copy gets the same caps and counts, its own lock."""
+        copied = self.fresh()
+        copied.restore(self.spent())
+        return copied
+
     def __repr__(self) -> str:
         caps = ", ".join(f"{k}={v!r}" for k, v in self.limits().items() if v is not None)
         return f"Budget({caps})"

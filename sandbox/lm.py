@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import random
 from dataclasses import dataclass
@@ -146,15 +147,26 @@ class LiteLLMClient:
                           cost_usd=float(cost) if cost is not None else None, model=self.model)
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Dollars from litellm's local price map; 0.0 for models it does not price (local ones)."""
-        import litellm
+        return price_usd(self.model, prompt_tokens, completion_tokens)
 
-        try:
+
+def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Dollars from litellm's local price map; 0.0 for models it does not price (local ones)."""
+    prompt_price, completion_price = _prices_per_million(model)
+    return (prompt_tokens * prompt_price + completion_tokens * completion_price) / 1e6
+
+
+@functools.lru_cache(maxsize=256)
+def _prices_per_million(model: str) -> tuple[float, float]:
+    import litellm
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list for unknown models
             prompt_cost, completion_cost = litellm.cost_per_token(
-                model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        except Exception:  # noqa: BLE001 - litellm raises several types for unpriced models
-            return 0.0
-        return float(prompt_cost) + float(completion_cost)
+                model=model, prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    except Exception:  # noqa: BLE001 - litellm raises several types for unpriced models
+        return 0.0, 0.0
+    return float(prompt_cost), float(completion_cost)
 
 
 def _check_routable(model: str) -> None:

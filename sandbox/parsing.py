@@ -40,7 +40,22 @@ def parse_reply(text: str) -> Action:
         return Action(final=value)
     if blocks:
         tags = ", ".join(sorted({t or "untagged" for t, _ in blocks}))
-        return Action(problem=f"Your code block was tagged {tags}; only ```repl blocks are run. "
-                              "Put the code in a ```repl block.")
+        return Action(problem=f"Your code block was tagged {tags}; only ```repl or ```python blocks are "
+                              "run. Put the code in such a block.")
     return Action(problem="Your reply had no ```repl code block and no FINAL(answer). "
                           "Write code in a ```repl block, or call FINAL(answer).")
+
+
+def code_from_field(value: object) -> Action:
+    """The code of a structured ``code`` output (DSPy): fenced or bare; ``None``, empty or a
+    non-Python fence becomes a ``problem`` to report back instead of a crash."""
+    if not isinstance(value, str) or not value.strip():
+        return Action(problem="The `code` field was empty. Write Python code to run in the REPL.")
+    if "```" not in value:
+        return Action(code=(value.strip("\n"),))
+    action = parse_reply(value)
+    if action.final_var is not None:
+        return Action(code=(f"FINAL_VAR({action.final_var!r})",))
+    if action.final is not None:
+        return Action(code=(f"FINAL({action.final!r})",))
+    return action

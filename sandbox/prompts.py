@@ -57,9 +57,14 @@ Prefer it to a loop of `llm_query`.
 {recursion}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
 - `print(...)`: output longer than {max_output_chars:,} characters is cut in the middle; print summaries \
 and slices.
-{user_tools}Variables persist between your code blocks. Allowed imports: {", ".join(sorted(ALLOWED_MODULES))}.
-Not allowed: names or attributes starting with "_", open/exec/eval, other imports, `match`, `nonlocal`, \
-`async`, `with` on your own classes."""
+{user_tools}{sandbox_rules()}"""
+
+
+def sandbox_rules() -> str:
+    """What the restricted REPL allows and refuses, in two sentences for an LM."""
+    return (f"Variables persist between your code blocks. Allowed imports: {', '.join(sorted(ALLOWED_MODULES))}.\n"
+            'Not allowed: names or attributes starting with "_", open/exec/eval, other imports, `match`, '
+            "`nonlocal`, `async`, `with` on your own classes.")
 
 
 def root_system_prompt(*, max_output_chars: int, can_recurse: bool,

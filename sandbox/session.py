@@ -15,7 +15,7 @@ from typing import Any
 from sandbox.aio import AsyncRunner
 from sandbox.bridge import ChildRunner, HostFunctions
 from sandbox.budget import Budget
-from sandbox.context import Context, check_context
+from sandbox.context import check_context
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
 from sandbox.repl import CellResult, Sandbox, check_identifier
@@ -49,27 +49,30 @@ def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str
 
 
 class Session:
-    """A live REPL with ``context`` loaded and the host functions wired in. Close it when done."""
+    """A live REPL with ``variables`` loaded (``context`` must be text) and the host functions wired in.
+    Close it when done."""
 
-    def __init__(self, *, context: Context, sub_lm: LMClient, budget: Budget, trajectory: Trajectory,
+    def __init__(self, *, variables: Mapping[str, Any], sub_lm: LMClient, budget: Budget, trajectory: Trajectory,
                  runner: AsyncRunner, depth: int = 0, tools: Mapping[str, Callable[..., Any]] | None = None,
                  run_child: ChildRunner | None = None, call_log: CallLog | None = None,
-                 options: SandboxOptions = SandboxOptions()):
+                 options: SandboxOptions = SandboxOptions(), submit_fields: list[str] | None = None,
+                 max_sub_calls: int | None = None):
         self.budget = budget
         self.trajectory = trajectory
         self.depth = depth
         self.options = options
         self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
                                   max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
-                                  run_child=run_child)
+                                  run_child=run_child, max_calls=max_sub_calls)
         all_tools = {**self.host.tools(), **check_user_tools(tools)}
         self.call_log = call_log
         self.sandbox = Sandbox(tools=call_log.wrap(all_tools) if call_log is not None else all_tools,
                                budget=budget, timeout=options.timeout, memory_limit_mb=options.memory_limit_mb,
                                max_output_chars=options.max_output_chars, tool_timeout=options.tool_timeout,
-                               drop_privileges=options.drop_privileges)
+                               drop_privileges=options.drop_privileges, submit_fields=submit_fields)
         try:
-            self.sandbox.set_variable("context", check_context(context))
+            for name, value in variables.items():
+                self.sandbox.set_variable(name, check_context(value) if name == "context" else value)
         except BaseException:
             self.sandbox.close()
             raise

@@ -1,0 +1,130 @@
+"""DSPy language models under the runtime's budget ledger.
+
+Sub-calls (``llm_query``...) go through :class:`DSPyLMClient`, an
+:class:`~sandbox.lm.LMClient` over a ``dspy.LM``. The root's calls stay DSPy
+predictor calls (so optimizers can tune them); :func:`metered_predict` reserves
+budget from the exact prompt the adapter will send and commits the usage DSPy
+tracked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from sandbox.budget import Budget, BudgetExceeded, Reservation
+from sandbox.lm import Completion, Messages, estimate_prompt_tokens, price_usd
+
+DEFAULT_MAX_TOKENS = 4096  # the bound assumed when an LM sets no max_tokens
+
+
+def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:
+    """``lm`` or the configured ``dspy.settings.lm``; a clear error when there is neither."""
+    lm = lm if lm is not None else dspy.settings.lm
+    if lm is None:
+        raise dspy.LMNotConfiguredError(f"No LM for the {what}: call dspy.configure(lm=dspy.LM(...)) "
+                                        f"or pass one to rlm_dspy.RLM")
+    if not isinstance(lm, dspy.BaseLM):
+        raise TypeError(f"the {what} must be a dspy.LM (or dspy.BaseLM), got {type(lm).__name__}")
+    return lm
+
+
+def max_output_tokens(lm: dspy.BaseLM) -> int:
+    kwargs = getattr(lm, "kwargs", {}) or {}
+    return int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or DEFAULT_MAX_TOKENS)
+
+
+def _usage(tracker: Any) -> tuple[int, int]:
+    totals = tracker.get_total_tokens().values()
+    return (sum(int(u.get("prompt_tokens") or 0) for u in totals),
+            sum(int(u.get("completion_tokens") or 0) for u in totals))
+
+
+def _text(outputs: Any) -> str:
+    if hasattr(outputs, "text"):
+        return str(outputs.text)
+    first = outputs[0] if isinstance(outputs, list) and outputs else outputs
+    return str(first.get("text", "") if isinstance(first, dict) else first)
+
+
+class DSPyLMClient:
+    """A ``dspy.LM`` behind :class:`~sandbox.lm.LMClient`, reporting the usage DSPy tracked."""
+
+    def __init__(self, lm: dspy.BaseLM):
+        self.lm = lm
+        self.model = str(lm.model)
+
+    async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
+        with dspy.track_usage() as tracker:
+            outputs = await self.lm.acall(messages=messages, max_tokens=max_tokens)
+        prompt_tokens, completion_tokens = _usage(tracker)
+        return Completion(text=_text(outputs), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          model=self.model)
+
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return price_usd(self.model, prompt_tokens, completion_tokens)
+
+
+class MeteredCall:
+    """One root predictor call held against the budget: reserved on creation, settled by ``finish``."""
+
+    def __init__(self, budget: Budget, predictor: dspy.Predict, inputs: dict[str, Any],
+                 held: Reservation | None = None):
+        lm = resolve_lm(predictor.lm, "RLM's root predictors")
+        prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(lm)
+        self.model = str(lm.model)
+        self.budget = budget
+        if held is None:
+            self.reservation = budget.reserve_call(tokens=prompt_bound + output_bound,
+                                                   cost_usd=price_usd(self.model, prompt_bound, output_bound))
+        elif held.tokens and prompt_bound + output_bound > held.tokens:
+            raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need "
+                                               f"{prompt_bound + output_bound} tokens, {held.tokens} are held "
+                                               "for it", budget.spent())
+        else:
+            budget.check_time()
+            self.reservation = held
+
+    def finish(self, tracker: Any, failed: bool = False) -> None:
+        if failed:
+            self.budget.cancel(self.reservation, dispatched=True)
+            return
+        prompt_tokens, completion_tokens = _usage(tracker)
+        self.budget.commit(self.reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           cost_usd=price_usd(self.model, prompt_tokens, completion_tokens))
+
+
+def prompt_tokens_bound(predictor: dspy.Predict, inputs: dict[str, Any]) -> int:
+    """An upper bound on the prompt tokens of ``predictor(**inputs)``, from the exact messages the
+    configured adapter will send."""
+    adapter = dspy.settings.adapter or dspy.ChatAdapter()
+    return estimate_prompt_tokens(adapter.format(predictor.signature, predictor.demos, inputs))
+
+
+def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
+                    **inputs: Any) -> dspy.Prediction:
+    """``predictor(**inputs)`` under ``budget`` (drawing on ``held`` when given); raises
+    :class:`BudgetExceeded` before dispatch."""
+    call = MeteredCall(budget, predictor, inputs, held)
+    with dspy.track_usage() as tracker:
+        try:
+            prediction = predictor(**inputs)
+        except BaseException:
+            call.finish(tracker, failed=True)
+            raise
+    call.finish(tracker)
+    return prediction
+
+
+async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
+                           **inputs: Any) -> dspy.Prediction:
+    call = MeteredCall(budget, predictor, inputs, held)
+    with dspy.track_usage() as tracker:
+        try:
+            prediction = await predictor.acall(**inputs)
+        except BaseException:
+            call.finish(tracker, failed=True)
+            raise
+    call.finish(tracker)
+    return prediction

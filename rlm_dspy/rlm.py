@@ -1,0 +1,420 @@
+"""``rlm_dspy.RLM``: a drop-in for ``dspy.RLM`` on the restricted sandbox, with budgets,
+recursion, evaluator checkpoints, and optimizer-safe prompts.
+
+Predictors are named ``generate_action`` and ``extract`` and have exactly
+``dspy.RLM``'s fields, so saved programs move between the two. The REPL, tool and
+``SUBMIT`` documentation travels in the ``variables_info`` *input*, never in the
+tunable instructions, so an optimizer that rewrites instructions cannot erase it.
+The module holds only configuration (no worker, lock or pool), so it deep-copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import keyword
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import dspy
+import pydantic
+from dspy.adapters.types.tool import Tool
+from dspy.adapters.utils import parse_value, translate_field_type
+from dspy.primitives.repl_types import REPLHistory, REPLVariable
+from dspy.signatures.signature import ensure_signature
+
+from rlm_dspy.lm import (
+    DSPyLMClient,
+    ametered_predict,
+    max_output_tokens,
+    metered_predict,
+    prompt_tokens_bound,
+    resolve_lm,
+)
+from sandbox.aio import AsyncRunner
+from sandbox.budget import Budget, BudgetExceeded, Reservation
+from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
+from sandbox.parsing import code_from_field
+from sandbox.prompts import repl_guide
+from sandbox.refinement import RefinementState, decide, feedback_message
+from sandbox.session import HOST_FUNCTIONS, SandboxOptions, Session, format_cell
+from sandbox.trajectory import Trajectory, preview
+
+RESERVED_INPUTS = frozenset({*HOST_FUNCTIONS, "SUBMIT", "FINAL", "FINAL_VAR", "print"})
+RESERVED_OUTPUTS = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage"})
+
+ACTION_INSTRUCTIONS = """You produce the outputs {outputs} from the inputs {inputs} by writing Python code, one step \
+at a time, in a REPL where the inputs are variables. Look at the data before processing it, print small samples, \
+use llm_query for meaning and code for counting, and call SUBMIT only after you have seen the output that \
+supports it. The REPL's rules are in `variables_info`."""
+
+EXTRACT_INSTRUCTIONS = """Based on the REPL trajectory, extract the final outputs now. Review what was gathered \
+and computed, then provide the outputs."""
+
+
+@dataclass(frozen=True)
+class _Predict:
+    """A step of the loop: call ``predictor`` (metered, from ``held`` when given) with ``inputs``."""
+
+    predictor: dspy.Predict
+    inputs: dict[str, Any]
+    held: Reservation | None = None
+
+
+@dataclass(frozen=True)
+class _Cell:
+    code: str
+
+
+@dataclass(frozen=True)
+class _Evaluate:
+    outputs: dict[str, Any]
+
+
+class _Run:
+    """Everything one forward call holds while it runs; closed at the end."""
+
+    def __init__(self, module: RLM, inputs: dict[str, Any], *, budget: Budget, trajectory: Trajectory,
+                 runner: AsyncRunner, depth: int, owns_runner: bool):
+        self.module, self.inputs, self.budget, self.trajectory = module, inputs, budget, trajectory
+        self.runner, self.depth, self.owns_runner = runner, depth, owns_runner
+        sub_lm = DSPyLMClient(resolve_lm(module.sub_lm, "sub-calls (llm_query)"))
+        # One call is held for `extract` from the start, so the run can always end with typed
+        # outputs without ever passing the budget's caps.
+        self.extract_hold = budget.reserve_call(tokens=_extract_hold_tokens(budget))
+        self.session = Session(variables=inputs, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
+                               runner=runner, depth=depth, tools=module.tool_functions(), run_child=self.run_child,
+                               options=module.sandbox_options, submit_fields=list(module.signature.output_fields),
+                               max_sub_calls=module.max_llm_calls)
+
+    def run_child(self, query: str, context: str, depth: int, trajectory: Trajectory) -> str:
+        child = RLM("context, query -> answer", max_iters=self.module.max_iters,
+                    max_llm_calls=self.module.max_llm_calls, max_output_chars=self.module.max_output_chars,
+                    tools=list(self.module.tools.values()), sub_lm=self.module.sub_lm,
+                    sandbox_options=self.module.sandbox_options)
+        child.generate_action.lm = self.module.generate_action.lm
+        child.extract.lm = self.module.extract.lm
+        run = _Run(child, {"context": context, "query": query}, budget=self.budget, trajectory=trajectory,
+                   runner=self.runner, depth=depth, owns_runner=False)
+        return str(child._drive_sync(run).answer)
+
+    def close(self) -> None:
+        if self.extract_hold is not None:
+            self.budget.cancel(self.extract_hold, dispatched=False)
+            self.extract_hold = None
+        self.session.close()
+        if self.owns_runner:
+            self.runner.close()
+
+
+class RLM(dspy.Module):
+    """Recursive Language Model for DSPy programs; same call shape as ``dspy.RLM``.
+
+    Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
+    the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
+    checkpoints with ``max_refinements`` and ``min_gain``. Returns a
+    ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
+    ``final_reasoning``, ``stop_reason`` and ``usage``.
+    """
+
+    def __init__(self, signature: type[dspy.Signature] | str, max_iters: int = 20, max_llm_calls: int = 50,
+                 max_output_chars: int = 10_000, verbose: bool = False, tools: list[Callable[..., Any]] | None = None,
+                 sub_lm: dspy.BaseLM | None = None, *, budget: Budget | None = None, max_depth: int | None = None,
+                 evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
+                 sandbox_options: SandboxOptions | None = None):
+        super().__init__()
+        self.signature = ensure_signature(signature)
+        for name, value in (("max_iters", max_iters), ("max_llm_calls", max_llm_calls),
+                            ("max_output_chars", max_output_chars)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if budget is not None and not isinstance(budget, Budget):
+            raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+        self.max_iters, self.max_llm_calls, self.max_output_chars = max_iters, max_llm_calls, max_output_chars
+        self.verbose = verbose
+        self.sub_lm = sub_lm
+        self.tools = _normalize_tools(tools)
+        self._check_names()
+        limits = (budget or Budget()).limits()
+        if max_depth is not None:
+            limits["max_depth"] = max_depth
+        self.budget_limits = limits  # plain data: each call gets its own ledger
+        self.evaluator = evaluator
+        self.max_refinements, self.min_gain = max_refinements, min_gain
+        self.sandbox_options = sandbox_options or SandboxOptions(max_output_chars=max_output_chars)
+        action, extract = self._signatures()
+        self.generate_action = dspy.Predict(action)
+        self.extract = dspy.Predict(extract)
+
+    # -- construction ------------------------------------------------------------------
+
+    def _check_names(self) -> None:
+        inputs, outputs = set(self.signature.input_fields), set(self.signature.output_fields)
+        clashes = sorted(inputs & (RESERVED_INPUTS | set(self.tools)))
+        if clashes:
+            raise ValueError(f"input fields {clashes} collide with names the REPL defines "
+                             f"({', '.join(sorted(RESERVED_INPUTS))}, and the tools); rename them")
+        bad = sorted(n for n in inputs | outputs if n.startswith("_") or keyword.iskeyword(n))
+        if bad:
+            raise ValueError(f"field names {bad} cannot be REPL variables (no leading '_', no keywords)")
+        if outputs & RESERVED_OUTPUTS:
+            raise ValueError(f"output fields {sorted(outputs & RESERVED_OUTPUTS)} collide with RLM result metadata")
+        for name in self.tools:
+            if name in RESERVED_INPUTS or name.startswith("_"):
+                raise ValueError(f"tool name {name!r} collides with a name the REPL defines")
+
+    def _signatures(self) -> tuple[type[dspy.Signature], type[dspy.Signature]]:
+        task = f"{self.signature.instructions}\n\n" if self.signature.instructions else ""
+        inputs = ", ".join(f"`{n}`" for n in self.signature.input_fields)
+        outputs = ", ".join(f"`{n}`" for n in self.signature.output_fields)
+        action = (dspy.Signature({}, task + ACTION_INSTRUCTIONS.format(inputs=inputs, outputs=outputs))
+                  .append("variables_info", dspy.InputField(desc="The REPL's rules and the variables in it"), type_=str)
+                  .append("repl_history", dspy.InputField(desc="Previous code and its output"), type_=REPLHistory)
+                  .append("iteration", dspy.InputField(desc="Current iteration (1-indexed) of max_iters"), type_=str)
+                  .append("reasoning", dspy.OutputField(desc="What do you know, what remains, what next?"), type_=str)
+                  .append("code", dspy.OutputField(desc="Python code to run, in a ```python block"), type_=str))
+        extract = dspy.Signature({**self.signature.output_fields}, task + EXTRACT_INSTRUCTIONS)
+        extract = extract.prepend("repl_history", dspy.InputField(desc="Your REPL interactions"), type_=REPLHistory)
+        extract = extract.prepend("variables_info", dspy.InputField(desc="The variables in the REPL"), type_=str)
+        return action, extract
+
+    def tool_functions(self) -> dict[str, Callable[..., Any]]:
+        return {name: tool.func for name, tool in self.tools.items()}
+
+    def _guide(self, depth: int, budget: Budget) -> str:
+        fields = ", ".join(f"{translate_field_type(n, f)}" for n, f in self.signature.output_fields.items())
+        submit = (f"Finish with SUBMIT({', '.join(self.signature.output_fields)}) "
+                  f"(keyword arguments work too). Outputs: {fields}")
+        return repl_guide(max_output_chars=self.max_output_chars, can_recurse=budget.allows_depth(depth + 1),
+                          tools=self.tool_functions()).replace(
+            "- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.",
+            f"- {submit}")
+
+    # -- one call ----------------------------------------------------------------------
+
+    def _check_inputs(self, inputs: dict[str, Any]) -> None:
+        expected = set(self.signature.input_fields)
+        if set(inputs) - expected:
+            raise ValueError(f"unexpected inputs not in the signature: {sorted(set(inputs) - expected)}")
+        if expected - set(inputs):
+            raise ValueError(f"missing inputs: {sorted(expected - set(inputs))}")
+        for name, value in inputs.items():
+            if isinstance(value, str):
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"input {name!r} is a {type(value).__name__}; RLM inputs must be str or JSON "
+                                "values (convert it first, e.g. str(value) or value.model_dump())") from None
+        resolve_lm(self.generate_action.lm, "RLM's root predictors")
+        resolve_lm(self.sub_lm, "sub-calls (llm_query)")
+
+    def _open_run(self, inputs: dict[str, Any]) -> _Run:
+        self._check_inputs(inputs)
+        budget = Budget(**self.budget_limits)
+        budget.start()
+        return _Run(self, inputs, budget=budget, trajectory=Trajectory(_describe(inputs)), runner=AsyncRunner(),
+                    depth=0, owns_runner=True)
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        return self._drive_sync(self._open_run(inputs))
+
+    async def aforward(self, **inputs: Any) -> dspy.Prediction:
+        run = await asyncio.to_thread(self._open_run, inputs)
+        steps = self._steps(run)
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    value = await self._aperform(run, step)
+                except BudgetExceeded as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        finally:
+            await asyncio.to_thread(run.close)
+
+    def _drive_sync(self, run: _Run) -> dspy.Prediction:
+        steps = self._steps(run)
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    value = self._perform(run, step)
+                except BudgetExceeded as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(value)
+        except StopIteration as done:
+            return done.value
+        finally:
+            run.close()
+
+    def _perform(self, run: _Run, step: Any) -> Any:
+        if isinstance(step, _Predict):
+            return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
+        if isinstance(step, _Cell):
+            return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
+        return self._evaluate(run, step.outputs)
+
+    async def _aperform(self, run: _Run, step: Any) -> Any:
+        if isinstance(step, _Predict):
+            return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
+        return await asyncio.to_thread(self._perform, run, step)
+
+    def _evaluate(self, run: _Run, outputs: dict[str, Any]) -> Evaluation:
+        evaluator = self.evaluator
+        answer = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        if _is_dspy_metric(evaluator):
+            result = evaluator(dspy.Example(**run.inputs).with_inputs(*run.inputs), dspy.Prediction(**outputs))
+            return to_evaluation(result)
+        return as_evaluator(evaluator)(run.trajectory.query, answer, run.trajectory)
+
+    def _steps(self, run: _Run) -> Generator[Any, Any, dspy.Prediction]:
+        """The RLM loop as a sequence of steps; the drivers perform them (sync or async)."""
+        history = REPLHistory(max_output_chars=self.max_output_chars)
+        variables = [self._guide(run.depth, run.budget),
+                     *(REPLVariable.from_value(n, v, field_info=self.signature.input_fields[n]).format()
+                       for n, v in run.inputs.items())]
+        refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
+        for iteration in range(1, self.max_iters + 1):
+            try:
+                run.budget.reserve_iteration()
+                run.trajectory.record("iteration", iteration=iteration)
+                action = yield _Predict(self.generate_action, {"variables_info": variables, "repl_history": history,
+                                                               "iteration": f"{iteration}/{self.max_iters}"})
+            except BudgetExceeded as exc:
+                stop_reason = self._note_budget(run, exc)
+                break
+            reasoning = str(getattr(action, "reasoning", "") or "")
+            parsed = code_from_field(getattr(action, "code", None))
+            run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"))
+            if parsed.problem:
+                history = history.append(reasoning=reasoning, code=str(action.code), output=parsed.problem)
+                continue
+            code = "\n".join(parsed.code)
+            result = yield _Cell(code)
+            if result.limit == "budget":
+                stop_reason = self._note_budget(run, BudgetExceeded("budget", result.error, run.budget.spent()))
+                history = history.append(reasoning=reasoning, code=code, output=format_cell(result))
+                break
+            if not result.has_final:
+                history = history.append(reasoning=reasoning, code=code, output=format_cell(result))
+                continue
+            outputs, error = self._typed_outputs(result.final)
+            if error:
+                history = history.append(reasoning=reasoning, code=code, output=error)
+                continue
+            history = history.append(reasoning=reasoning, code=code, output=f"FINAL: {outputs}")
+            if self.evaluator is None:
+                return self._prediction(run, outputs, history, reasoning, "final")
+            evaluation = yield _Evaluate(outputs)
+            verdict = decide(refinement, outputs, evaluation, max_refinements=self.max_refinements,
+                             min_gain=self.min_gain)
+            refinement = verdict.state
+            run.trajectory.record("evaluation", iteration=iteration, **evaluation.to_dict(),
+                                  decision=verdict.action, reason=verdict.reason)
+            if verdict.action != "refine":
+                return self._prediction(run, verdict.answer, history, reasoning, verdict.reason)
+            history = history.append(reasoning="", code="", output=feedback_message(evaluation))
+        if refinement.best_answer is not None:
+            return self._prediction(run, refinement.best_answer, history, reasoning, stop_reason)
+        outputs = yield from self._extract(run, history, variables[1:])
+        return self._prediction(run, outputs, history, "Extract forced final output", stop_reason)
+
+    def _extract(self, run: _Run, history: REPLHistory, variables: list[str]) -> Generator:
+        """Typed outputs from the trajectory, on the call held for it (oldest history dropped to fit)."""
+        held, run.extract_hold = run.extract_hold, None
+        inputs = {"variables_info": variables, "repl_history": history}
+        lm = resolve_lm(self.extract.lm, "RLM's root predictors")
+        while held.tokens and len(inputs["repl_history"]) and \
+                prompt_tokens_bound(self.extract, inputs) + max_output_tokens(lm) > held.tokens:
+            inputs["repl_history"] = REPLHistory(entries=list(inputs["repl_history"])[1:],
+                                                 max_output_chars=self.max_output_chars)
+        try:
+            prediction = yield _Predict(self.extract, inputs, held)
+        except BudgetExceeded as exc:
+            run.budget.cancel(held, dispatched=False)
+            run.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
+            return {name: None for name in self.signature.output_fields}
+        return {name: getattr(prediction, name, None) for name in self.signature.output_fields}
+
+    @staticmethod
+    def _note_budget(run: _Run, exc: BudgetExceeded) -> str:
+        run.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
+        return exc.limit if exc.limit != "budget" else _exhausted_limit(run.budget)
+
+    def _typed_outputs(self, raw: Any) -> tuple[dict[str, Any] | None, str | None]:
+        fields = self.signature.output_fields
+        if not isinstance(raw, dict):
+            if len(fields) != 1:
+                return None, f"[Error] SUBMIT needs the fields {list(fields)}, got a {type(raw).__name__}"
+            raw = {next(iter(fields)): raw}
+        missing = [name for name in fields if name not in raw]
+        if missing:
+            return None, f"[Error] missing output fields {missing}; call SUBMIT({', '.join(fields)})"
+        outputs, errors = {}, []
+        for name, field in fields.items():
+            annotation = getattr(field, "annotation", str)
+            try:
+                outputs[name] = parse_value(raw[name], annotation)
+            except (ValueError, TypeError, pydantic.ValidationError) as exc:
+                errors.append(f"{name}: expected {getattr(annotation, '__name__', annotation)}: {exc}")
+        return (None, "[Type Error] " + "; ".join(errors)) if errors else (outputs, None)
+
+    def _prediction(self, run: _Run, outputs: dict[str, Any], history: REPLHistory, reasoning: str,
+                    stop_reason: str) -> dspy.Prediction:
+        if run.extract_hold is not None:  # not needed: give it back before reporting usage
+            run.budget.cancel(run.extract_hold, dispatched=False)
+            run.extract_hold = None
+        run.trajectory.record("final", answer=preview(str(outputs)), stop_reason=stop_reason)
+        return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
+                               final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
+                               events=run.trajectory.to_dict())
+
+
+def _extract_hold_tokens(budget: Budget) -> int:
+    """Tokens to hold for `extract`: none without a token cap, else a fifth of the cap (at most 32k)."""
+    return 0 if budget.max_tokens is None else min(32_000, budget.max_tokens // 5)
+
+
+def _exhausted_limit(budget: Budget) -> str:
+    for name, used, cap in (("max_llm_calls", budget.llm_calls, budget.max_llm_calls),
+                            ("max_tokens", budget.tokens, budget.max_tokens),
+                            ("max_cost_usd", budget.cost_usd, budget.max_cost_usd)):
+        if cap is not None and used >= cap:
+            return name
+    return "max_seconds"
+
+
+def _normalize_tools(tools: list[Callable[..., Any]] | None) -> dict[str, Tool]:
+    if tools is None:
+        return {}
+    if isinstance(tools, dict):
+        raise TypeError("tools must be a list of functions or dspy.Tool objects, not a dict")
+    normalized: dict[str, Tool] = {}
+    for item in tools:
+        tool = item if isinstance(item, Tool) else Tool(item) if callable(item) else None
+        if tool is None:
+            raise TypeError(f"tool {item!r} must be callable or a dspy.Tool")
+        if tool.name in normalized:
+            raise ValueError(f"two tools are named {tool.name!r}")
+        normalized[tool.name] = tool
+    return normalized
+
+
+def _is_dspy_metric(fn: Any) -> bool:
+    """A DSPy metric takes (example, prediction[, trace...]); sandbox evaluators take (query, answer[, ...])."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(names) and names[0] in ("example", "gold", "ex") and len(names) >= 2
+
+
+def _describe(inputs: dict[str, Any]) -> str:
+    return "\n".join(f"{name}: {preview(str(value), 300)}" for name, value in inputs.items())
