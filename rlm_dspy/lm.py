@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import dspy
+from dspy import lm15
 
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.lm import Completion, Messages, estimate_prompt_tokens, price_usd
@@ -41,13 +42,6 @@ def _usage(tracker: Any) -> tuple[int, int]:
             sum(int(u.get("completion_tokens") or 0) for u in totals))
 
 
-def _text(outputs: Any) -> str:
-    if hasattr(outputs, "text"):
-        return str(outputs.text)
-    first = outputs[0] if isinstance(outputs, list) and outputs else outputs
-    return str(first.get("text", "") if isinstance(first, dict) else first)
-
-
 class DSPyLMClient:
     """A ``dspy.LM`` behind :class:`~sandbox.lm.LMClient`, reporting the usage DSPy tracked."""
 
@@ -56,11 +50,15 @@ class DSPyLMClient:
         self.model = str(lm.model)
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
-        with dspy.track_usage() as tracker:
-            outputs = await self.lm.acall(messages=messages, max_tokens=max_tokens)
-        prompt_tokens, completion_tokens = _usage(tracker)
-        return Completion(text=_text(outputs), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                          model=self.model)
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
+        turns = tuple(lm15.Message.assistant(m["content"]) if m["role"] == "assistant" else lm15.Message.user(m["content"])
+                      for m in messages if m["role"] != "system")
+        request = lm15.Request(model=self.model, messages=turns, system=system,
+                               config=lm15.Config(max_tokens=max_tokens))
+        response = await self.lm.acall(request)
+        usage = response.usage
+        return Completion(text=response.text, prompt_tokens=int(usage.input_tokens or 0) if usage else 0,
+                          completion_tokens=int(usage.output_tokens or 0) if usage else 0, model=self.model)
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return price_usd(self.model, prompt_tokens, completion_tokens)
@@ -86,10 +84,8 @@ class MeteredCall:
             budget.check_time()
             self.reservation = held
 
-    def finish(self, tracker: Any, failed: bool = False) -> None:
-        if failed:
-            self.budget.cancel(self.reservation, dispatched=True)
-            return
+    def finish(self, tracker: Any) -> None:
+        """Commit what DSPy tracked (also when the call failed: it was dispatched)."""
         prompt_tokens, completion_tokens = _usage(tracker)
         self.budget.commit(self.reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                            cost_usd=price_usd(self.model, prompt_tokens, completion_tokens))
@@ -109,12 +105,9 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            prediction = predictor(**inputs)
-        except BaseException:
-            call.finish(tracker, failed=True)
-            raise
-    call.finish(tracker)
-    return prediction
+            return predictor(**inputs)
+        finally:
+            call.finish(tracker)
 
 
 async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
@@ -122,9 +115,6 @@ async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reserv
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            prediction = await predictor.acall(**inputs)
-        except BaseException:
-            call.finish(tracker, failed=True)
-            raise
-    call.finish(tracker)
-    return prediction
+            return await predictor.acall(**inputs)
+        finally:
+            call.finish(tracker)

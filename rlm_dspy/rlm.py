@@ -24,6 +24,7 @@ from dspy.adapters.types.tool import Tool
 from dspy.adapters.utils import parse_value, translate_field_type
 from dspy.primitives.repl_types import REPLHistory, REPLVariable
 from dspy.signatures.signature import ensure_signature
+from dspy.utils.exceptions import AdapterParseError
 
 from rlm_dspy.lm import (
     DSPyLMClient,
@@ -61,6 +62,13 @@ class _Predict:
     predictor: dspy.Predict
     inputs: dict[str, Any]
     held: Reservation | None = None
+
+
+@dataclass(frozen=True)
+class _Unparsed:
+    """What a predictor step returns when the LM's reply did not fit the signature."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -256,14 +264,20 @@ class RLM(dspy.Module):
 
     def _perform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
-            return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
+            try:
+                return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
+            except AdapterParseError as exc:
+                return _Unparsed(str(exc))
         if isinstance(step, _Cell):
             return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
         return self._evaluate(run, step.outputs)
 
     async def _aperform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
-            return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
+            try:
+                return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
+            except AdapterParseError as exc:
+                return _Unparsed(str(exc))
         return await asyncio.to_thread(self._perform, run, step)
 
     def _evaluate(self, run: _Run, outputs: dict[str, Any]) -> Evaluation:
@@ -290,6 +304,11 @@ class RLM(dspy.Module):
             except BudgetExceeded as exc:
                 stop_reason = self._note_budget(run, exc)
                 break
+            if isinstance(action, _Unparsed):
+                run.trajectory.record("note", iteration=iteration, message=preview(action.message, 500))
+                history = history.append(reasoning="", code="", output="[Error] Your reply did not follow the "
+                                         "output format (fields `reasoning` and `code`). Answer in that format.")
+                continue
             reasoning = str(getattr(action, "reasoning", "") or "")
             parsed = code_from_field(getattr(action, "code", None))
             run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"))
@@ -299,7 +318,8 @@ class RLM(dspy.Module):
             code = "\n".join(parsed.code)
             result = yield _Cell(code)
             if result.limit == "budget":
-                stop_reason = self._note_budget(run, BudgetExceeded("budget", result.error, run.budget.spent()))
+                stop_reason = self._note_budget(run, BudgetExceeded(result.stopped_by, result.error,
+                                                                    run.budget.spent()))
                 history = history.append(reasoning=reasoning, code=code, output=format_cell(result))
                 break
             if not result.has_final:
@@ -340,13 +360,15 @@ class RLM(dspy.Module):
         except BudgetExceeded as exc:
             run.budget.cancel(held, dispatched=False)
             run.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
-            return {name: None for name in self.signature.output_fields}
+            prediction = None
+        if isinstance(prediction, _Unparsed):
+            run.trajectory.record("note", message=f"extract's reply could not be parsed: {preview(prediction.message, 500)}")
         return {name: getattr(prediction, name, None) for name in self.signature.output_fields}
 
     @staticmethod
     def _note_budget(run: _Run, exc: BudgetExceeded) -> str:
         run.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
-        return exc.limit if exc.limit != "budget" else _exhausted_limit(run.budget)
+        return exc.limit
 
     def _typed_outputs(self, raw: Any) -> tuple[dict[str, Any] | None, str | None]:
         fields = self.signature.output_fields
@@ -380,15 +402,6 @@ class RLM(dspy.Module):
 def _extract_hold_tokens(budget: Budget) -> int:
     """Tokens to hold for `extract`: none without a token cap, else a fifth of the cap (at most 32k)."""
     return 0 if budget.max_tokens is None else min(32_000, budget.max_tokens // 5)
-
-
-def _exhausted_limit(budget: Budget) -> str:
-    for name, used, cap in (("max_llm_calls", budget.llm_calls, budget.max_llm_calls),
-                            ("max_tokens", budget.tokens, budget.max_tokens),
-                            ("max_cost_usd", budget.cost_usd, budget.max_cost_usd)):
-        if cap is not None and used >= cap:
-            return name
-    return "max_seconds"
 
 
 def _normalize_tools(tools: list[Callable[..., Any]] | None) -> dict[str, Tool]:

@@ -39,7 +39,6 @@ from sandbox.trajectory import Trajectory, preview
 
 STATE_VERSION = 1
 Review = Literal["code", "final"]
-BUDGET_LIMITS = ("max_iterations", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
 
 
 @dataclass
@@ -233,14 +232,6 @@ class _Engine:
         runtime.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
         return self._stop(runtime, state, exc.limit, **update)
 
-    @staticmethod
-    def _exhausted(budget: Budget) -> str:
-        checks = {"max_seconds": budget.max_seconds is not None and budget.seconds_left() == 0,
-                  "max_llm_calls": budget.max_llm_calls is not None and budget.llm_calls >= budget.max_llm_calls,
-                  "max_tokens": budget.max_tokens is not None and budget.tokens >= budget.max_tokens,
-                  "max_cost_usd": budget.max_cost_usd is not None and budget.cost_usd >= budget.max_cost_usd}
-        return next((name for name, hit in checks.items() if hit), "max_llm_calls")
-
     def _guarded(self, node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
         """Close the live REPL when a node fails with an error (interrupts pass through)."""
 
@@ -340,8 +331,7 @@ class _Engine:
             else:
                 code_log.append(code)
             if result.limit == "budget":
-                exc = BudgetExceeded(self._exhausted(runtime.budget), result.error or "budget exhausted",
-                                     runtime.budget.spent())
+                exc = BudgetExceeded(result.stopped_by, result.error or "budget exhausted", runtime.budget.spent())
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
                                          call_log=list(runtime.session.call_log.entries))
             if result.has_final:

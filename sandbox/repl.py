@@ -59,6 +59,8 @@ class CellResult:
     when a limit stopped the cell, else ``None``. ``final`` is the value given to
     ``FINAL(...)``/``FINAL_VAR(name)`` (``has_final`` tells it apart from ``None``).
     ``restarted`` means the worker was killed and its code-made variables are gone.
+    ``stopped_by`` names the budget cap (``"max_llm_calls"``, ``"max_seconds"``...) when
+    ``limit`` is ``"budget"``.
     """
 
     output: str = ""
@@ -68,6 +70,7 @@ class CellResult:
     limit: str | None = None
     seconds: float = 0.0
     restarted: bool = False
+    stopped_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,7 +327,8 @@ class Sandbox:
             self._start_worker()
         except WorkerStartError as exc:
             error += f"; restarting the worker failed: {exc}"
-        return CellResult(error=error, limit=limit, seconds=time.monotonic() - started, restarted=True)
+        return CellResult(error=error, limit=limit, seconds=time.monotonic() - started, restarted=True,
+                          stopped_by="max_seconds" if limit == "budget" else None)
 
 
 class _CellRun:
@@ -337,6 +341,7 @@ class _CellRun:
         self.compute_deadline = self.started + timeout  # moves later by the time tools take
         budget = sandbox.budget
         self.budget_deadline = budget.deadline if budget is not None else None
+        self.budget_cap: str | None = None  # the cap a host function reported, if one stopped the cell
 
     def soft_deadline(self) -> tuple[float, str]:
         if self.budget_deadline is not None and self.budget_deadline <= self.compute_deadline:
@@ -348,7 +353,7 @@ class _CellRun:
         soft, limit = self.soft_deadline()
         if soft <= self.started:
             return CellResult(error="budget exhausted (max_seconds): no time left to run this cell",
-                              limit="budget")
+                              limit="budget", stopped_by="max_seconds")
         header = {"type": "exec", "code": self.code, "timeout": soft - self.started, "timeout_limit": limit}
         while True:
             soft, limit = self.soft_deadline()
@@ -399,6 +404,7 @@ class _CellRun:
             return {"error": {"type": "TimeoutError",
                               "message": f"{name}() did not return within {sb.tool_timeout:g} s"}}
         except BudgetExceeded as exc:
+            self.budget_cap = exc.limit
             return {"stop": "budget", "message": f"budget limit: {exc}"}
         except Exception as exc:  # noqa: BLE001 - every tool error becomes a sanitized message
             kind, message = describe_error(exc)
@@ -418,7 +424,8 @@ class _CellRun:
             return self.sb._crash(self.started, "crash", "the worker sent a malformed result and was killed")
         return CellResult(output=output, error=error, final=reply.get("final"),
                           has_final=bool(reply.get("has_final")), limit=limit,
-                          seconds=time.monotonic() - self.started)
+                          seconds=time.monotonic() - self.started,
+                          stopped_by=(self.budget_cap or "max_seconds") if limit == "budget" else None)
 
     def _overrun(self, limit: str) -> CellResult:
         what = ("the run's wall-clock budget (max_seconds) ran out" if limit == "budget"

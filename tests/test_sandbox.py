@@ -173,7 +173,7 @@ def test_budget_wall_clock_cuts_a_running_cell_and_a_pending_tool():
     budget = Budget(max_seconds=0.5)
     with Sandbox(budget=budget, timeout=30) as sb:
         result = sb.execute("while True:\n    pass")
-        assert result.limit == "budget" and "max_seconds" in result.error
+        assert result.limit == "budget" and "max_seconds" in result.error and result.stopped_by == "max_seconds"
 
 
 def test_budget_exceeded_in_a_tool_stops_the_cell():
@@ -183,6 +183,7 @@ def test_budget_exceeded_in_a_tool_stops_the_cell():
     with Sandbox(tools={"spend": spend}) as sb:
         result = sb.execute("try:\n    spend(1)\nexcept Exception:\n    print('swallowed')\nprint('after')")
     assert result.limit == "budget" and "max_llm_calls" in result.error and result.output == ""
+    assert result.stopped_by == "max_llm_calls"
 
 
 def test_large_string_round_trip():

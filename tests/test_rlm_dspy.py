@@ -1,0 +1,228 @@
+"""rlm_dspy.RLM: dspy.RLM's call shape plus budgets, recursion, evaluators and robustness."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+
+import dspy
+import pytest
+
+from rlm_dspy import RLM
+from sandbox import Budget, Evaluation
+from tests.dspy_lms import fields, function_lm, script_lm, text_lm
+
+
+def step(code: str, reasoning: str = "next") -> dict[str, str]:
+    return {"reasoning": reasoning, "code": f"```python\n{code}\n```"}
+
+
+def run(rlm: RLM, root: dspy.LM, **inputs):
+    with dspy.context(lm=root):
+        return rlm(**inputs)
+
+
+def test_typed_outputs_trajectory_and_usage():
+    root = script_lm(step("words = context.split()\nprint(len(words))", "count first"),
+                     step("SUBMIT(answer=llm_query(words[0]), count=len(words))", "done"))
+    rlm = RLM("context, query -> answer: str, count: int", sub_lm=text_lm(str.upper))
+    out = run(rlm, root, context="alpha beta gamma", query="shout the first word")
+    assert (out.answer, out.count) == ("ALPHA", 3) and out.stop_reason == "final"
+    assert out.final_reasoning == "done"
+    assert [e["output"] for e in out.trajectory] == ["3", "FINAL: {'answer': 'ALPHA', 'count': 3}"]
+    assert out.usage["llm_calls"] == 3 and out.usage["tokens"] > 0
+    assert [e["kind"] for e in out.events["events"]].count("sub_call") == 1
+    json.dumps(out.events)
+
+
+def test_rewritten_instructions_cannot_erase_the_repl_guide():
+    root = script_lm(step("SUBMIT('x')"))
+    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper))
+    rlm.generate_action.signature = rlm.generate_action.signature.with_instructions("Solve it.")  # as COPRO/GEPA do
+    assert run(rlm, root, context="c").answer == "x"
+    prompt = root.scripted.prompts[0]
+    assert "llm_query_batched(prompts)" in prompt and "Finish with SUBMIT(answer)" in prompt
+    assert "Allowed imports" in prompt
+
+
+@pytest.mark.parametrize("bad_step,expected", [
+    ({"reasoning": "r", "code": ""}, "was empty"),
+    ({"reasoning": "r", "code": "```json\n{\"a\": 1}\n```"}, "tagged json"),
+    ({"reasoning": "r", "code": "FINAL: the answer is 42"}, "SyntaxError"),
+])
+def test_bad_actions_become_feedback(bad_step, expected):
+    root = script_lm(bad_step, step("SUBMIT(answer='recovered')"))
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), root, context="c")
+    assert out.answer == "recovered" and expected in out.trajectory[0]["output"]
+
+
+def test_an_unparseable_reply_becomes_feedback():
+    # two unparseable replies: DSPy's ChatAdapter retries once through its JSON fallback
+    replies = iter(["no fields at all, just chatter"] * 2 + [fields(reasoning="ok", code="SUBMIT(answer='fine')")])
+    root = function_lm(lambda messages: next(replies))
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), root, context="c")
+    assert out.answer == "fine" and "output format" in out.trajectory[0]["output"]
+
+
+def test_final_in_place_of_submit_is_accepted_for_one_output():
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), script_lm(step("FINAL('via final')")), context="c")
+    assert out.answer == "via final"
+
+
+def test_type_errors_go_back_to_the_model():
+    root = script_lm(step("SUBMIT(count='many')"), step("SUBMIT(count=7)"))
+    out = run(RLM("context -> count: int", sub_lm=text_lm(str.upper)), root, context="c")
+    assert out.count == 7 and "[Type Error]" in out.trajectory[0]["output"]
+
+
+def test_max_iters_ends_with_extract():
+    def reply(messages):
+        if "extract the final outputs" in messages[0][1]:
+            return fields(answer="extracted", count="5")
+        return fields(reasoning="still looking", code="x = 1")
+
+    out = run(RLM("context -> answer: str, count: int", max_iters=2, sub_lm=text_lm(str.upper)),
+              function_lm(reply), context="c")
+    assert (out.answer, out.count, out.stop_reason) == ("extracted", 5, "max_iters")
+
+
+def test_budget_exhaustion_still_extracts_within_the_cap():
+    def reply(messages):
+        if "extract the final outputs" in messages[0][1]:
+            return fields(answer="partial")
+        return fields(reasoning="look", code="print(llm_query('x'))")
+
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_llm_calls=4)),
+              function_lm(reply), context="c")
+    assert out.answer == "partial" and out.stop_reason == "max_llm_calls"
+    assert out.usage["llm_calls"] == 4
+
+
+def test_token_budget_trims_history_for_extract():
+    def reply(messages):
+        if "extract the final outputs" in messages[0][1]:
+            return fields(answer="trimmed")
+        return fields(reasoning="look", code="print('y' * 2000)")
+
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_tokens=40_000)),
+              function_lm(reply), context="c")
+    assert out.answer == "trimmed" and out.stop_reason == "max_tokens" and out.usage["tokens"] <= 40_000
+
+
+def test_sub_call_cap_is_dspy_max_llm_calls():
+    root = script_lm(step("for i in range(10):\n    llm_query(str(i))"), step("SUBMIT(answer='x')"))
+    extract_lm = function_lm(lambda messages: fields(answer="capped"))
+    rlm = RLM("context -> answer", max_llm_calls=3, sub_lm=text_lm(str.upper))
+    rlm.extract.lm = extract_lm
+    out = run(rlm, root, context="c")
+    assert out.stop_reason == "max_llm_calls" and out.answer == "capped"
+    assert sum(e["kind"] == "sub_call" for e in out.events["events"]) == 3
+
+
+def test_rlm_query_runs_a_child_rlm_one_level_deeper():
+    def reply(messages):
+        prompt = messages[-1][1]
+        if "CHILD CONTEXT" in prompt:  # the parent, after the child answered
+            return fields(reasoning="parent", code="SUBMIT(answer='parent saw ' + sub)")
+        if "sub question" in prompt and "rlm_query(" not in prompt:  # the child, on its own query
+            return fields(reasoning="child", code="SUBMIT(answer=context.upper())")
+        return fields(reasoning="delegate", code="sub = rlm_query('sub question', 'child context')\nprint(sub)")
+
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), max_depth=1), function_lm(reply), context="c")
+    assert out.answer == "parent saw CHILD CONTEXT"
+    events = out.events
+    assert events["children"][0]["depth"] == 1
+    assert [e for e in events["events"] if e["kind"] == "rlm_query"][0]["degraded"] is False
+
+
+def test_rlm_query_at_max_depth_degrades():
+    root = script_lm(step("SUBMIT(answer=rlm_query('hello'))"))
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), max_depth=0), root, context="c")
+    assert out.answer == "HELLO"
+
+
+def test_evaluator_refines_until_accepted():
+    seen = []
+
+    def evaluator(query, answer):
+        seen.append(answer)
+        return Evaluation(1.0, True) if answer == "complete" else Evaluation(0.2, False, "add the year")
+
+    root = script_lm(step("SUBMIT(answer='partial')"), step("SUBMIT(answer='complete')"))
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), evaluator=evaluator), root, context="c")
+    assert out.answer == "complete" and out.stop_reason == "accepted" and seen == ["partial", "complete"]
+    assert any("add the year" in e["output"] for e in out.trajectory)
+
+
+def test_dspy_metric_style_evaluator_with_feedback_and_best_answer():
+    def metric(example, pred, trace=None):
+        score = {"a": 0.6, "b": 0.4}[pred.answer]
+        return dspy.Prediction(score=score, feedback=f"{example.context} needs more")
+
+    root = script_lm(step("SUBMIT(answer='a')"), step("SUBMIT(answer='b')"))
+    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper), evaluator=metric, min_gain=0.05)
+    out = run(rlm, root, context="ctx")
+    assert out.answer == "a" and out.stop_reason == "no_improvement"
+    assert "ctx needs more" in out.trajectory[1]["output"]
+
+
+def test_aforward():
+    root = script_lm(step("SUBMIT(answer=llm_query('async'))"))
+    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper))
+
+    async def main():
+        with dspy.context(lm=root):
+            return await rlm.acall(context="c")
+
+    out = asyncio.run(main())
+    assert out.answer == "ASYNC" and out.stop_reason == "final"
+
+
+@pytest.mark.parametrize("signature,match", [
+    ("llm_query -> answer", "collide"),
+    ("SUBMIT -> answer", "collide"),
+    ("context -> trajectory", "metadata"),
+])
+def test_reserved_names_are_refused(signature, match):
+    with pytest.raises(ValueError, match=match):
+        RLM(signature)
+
+
+def test_bad_inputs_fail_before_any_call():
+    root = script_lm(step("SUBMIT(answer='x')"))
+    rlm = RLM("context, query -> answer", sub_lm=text_lm(str.upper))
+    with dspy.context(lm=root):
+        with pytest.raises(TypeError, match="input 'context' is a object"):
+            rlm(context=object(), query="q")
+        with pytest.raises(ValueError, match="missing inputs"):
+            rlm(context="c")
+    with pytest.raises(dspy.LMNotConfiguredError, match="No LM"):
+        RLM("context -> answer")(context="c")
+    assert root.scripted.prompts == []
+
+
+def test_module_is_deep_copyable_and_keeps_predictor_names():
+    from sandbox import LMJudge
+
+    rlm = RLM("context -> answer", budget=Budget(max_llm_calls=9), evaluator=LMJudge("openai/gpt-4o-mini"))
+    clone = copy.deepcopy(rlm)
+    assert [name for name, _ in clone.named_predictors()] == ["generate_action", "extract"]
+    assert clone.budget_limits["max_llm_calls"] == 9
+
+
+def test_save_and_load_between_dspy_rlm_and_ours(tmp_path):
+    theirs = dspy.RLM("context, query -> answer", max_iters=3)
+    theirs.generate_action.signature = theirs.generate_action.signature.with_instructions("TUNED BY AN OPTIMIZER")
+    theirs.generate_action.demos = [dspy.Example(reasoning="r", code="print(1)")]
+    theirs.save(tmp_path / "theirs.json")
+    ours = RLM("context, query -> answer", max_iters=3)
+    ours.load(tmp_path / "theirs.json")
+    assert ours.generate_action.signature.instructions == "TUNED BY AN OPTIMIZER"
+    assert ours.generate_action.demos[0]["code"] == "print(1)"
+    assert list(ours.generate_action.signature.fields) == list(theirs.generate_action.signature.fields)
+
+    ours.save(tmp_path / "ours.json")
+    back = dspy.RLM("context, query -> answer", max_iters=3)
+    back.load(tmp_path / "ours.json")
+    assert back.generate_action.signature.instructions == "TUNED BY AN OPTIMIZER"
