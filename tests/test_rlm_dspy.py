@@ -76,37 +76,33 @@ def test_type_errors_go_back_to_the_model():
     assert out.count == 7 and "[Type Error]" in out.trajectory[0]["output"]
 
 
-def test_max_iters_ends_with_extract():
+def looping_lm(code: str, extracted: dict[str, str]) -> dspy.LM:
+    """A root LM that runs ``code`` every iteration and answers ``extract`` with ``extracted``."""
+
     def reply(messages):
         if "extract the final outputs" in messages[0][1]:
-            return fields(answer="extracted", count="5")
-        return fields(reasoning="still looking", code="x = 1")
+            return fields(**extracted)
+        return fields(reasoning="still looking", code=code)
 
+    return function_lm(reply)
+
+
+def test_max_iters_ends_with_extract():
     out = run(RLM("context -> answer: str, count: int", max_iters=2, sub_lm=text_lm(str.upper)),
-              function_lm(reply), context="c")
+              looping_lm("x = 1", {"answer": "extracted", "count": "5"}), context="c")
     assert (out.answer, out.count, out.stop_reason) == ("extracted", 5, "max_iters")
 
 
 def test_budget_exhaustion_still_extracts_within_the_cap():
-    def reply(messages):
-        if "extract the final outputs" in messages[0][1]:
-            return fields(answer="partial")
-        return fields(reasoning="look", code="print(llm_query('x'))")
-
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_llm_calls=4)),
-              function_lm(reply), context="c")
+              looping_lm("print(llm_query('x'))", {"answer": "partial"}), context="c")
     assert out.answer == "partial" and out.stop_reason == "max_llm_calls"
     assert out.usage["llm_calls"] == 4
 
 
 def test_token_budget_trims_history_for_extract():
-    def reply(messages):
-        if "extract the final outputs" in messages[0][1]:
-            return fields(answer="trimmed")
-        return fields(reasoning="look", code="print('y' * 2000)")
-
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_tokens=40_000)),
-              function_lm(reply), context="c")
+              looping_lm("print('y' * 2000)", {"answer": "trimmed"}), context="c")
     assert out.answer == "trimmed" and out.stop_reason == "max_tokens" and out.usage["tokens"] <= 40_000
 
 
