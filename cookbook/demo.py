@@ -29,8 +29,14 @@ def long_document(paragraphs: int = 4000, seed: int = 7) -> str:
     return "\n".join(body)
 
 
+def sentence_with_a_number(text: str) -> str:
+    """What the demo sub-model answers: the first sentence of ``text`` with a digit, else 'none'."""
+    hit = re.search(r"[^.\n]*\d[^.\n]*\.", text)
+    return hit.group(0).strip() if hit else "none"
+
+
 class ExtractingChatModel(BaseChatModel):
-    """A stand-in sub-model: answers with the sentence of the prompt that has a number, else 'none'."""
+    """A stand-in LangChain sub-model answering with :func:`sentence_with_a_number`."""
 
     @property
     def _llm_type(self) -> str:
@@ -38,9 +44,7 @@ class ExtractingChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
-        text = str(messages[-1].content)
-        hit = re.search(r"[^.\n]*\d[^.\n]*\.", text)
-        reply = hit.group(0).strip() if hit else "none"
+        reply = sentence_with_a_number(str(messages[-1].content))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
 
 

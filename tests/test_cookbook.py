@@ -37,3 +37,24 @@ def test_streaming_progress(capsys):
     out = capsys.readouterr().out
     assert f"answer: {NEEDLE}" in out and "sub-calls" in out
     assert progress.sub_calls == sum(e["type"] == "sub_call" for e in progress.events) > 10
+
+
+def test_dspy_long_document_qa(capsys):
+    from cookbook import dspy_long_document_qa
+
+    out = dspy_long_document_qa.main([])
+    assert out.answer == NEEDLE and out.stop_reason == "final"
+
+
+def test_dspy_composed_program(capsys):
+    from cookbook import dspy_composed_program
+
+    out = dspy_composed_program.main([])
+    assert out.report == f"Report: {NEEDLE}"
+
+
+def test_dspy_optimizer_run(tmp_path, capsys):
+    from cookbook import dspy_optimizer_run
+
+    result = dspy_optimizer_run.main(["--save", str(tmp_path / "tuned.json")])
+    assert result == {"before": 0.0, "after": 1.0} and (tmp_path / "tuned.json").exists()

@@ -14,45 +14,21 @@ import re
 import dspy
 import pytest
 
+from cookbook.dspy_optimizer_run import LESSON, metric, program, score, task_set, taught_lm
 from rlm_dspy import RLM
 from sandbox import Budget
 from tests.dspy_lms import fields, function_lm, text_lm
 
-GOOD = "import re\nSUBMIT(answer=re.search(r'code: (\\d+)', context).group(1))"
-LESSON = "regular expression"
-
-
-def task_set(n: int, offset: int = 0) -> list[dspy.Example]:
-    return [dspy.Example(context=f"filler text. code: {1000 + i}. more filler.", query="What is the code?",
-                         answer=str(1000 + i)).with_inputs("context", "query") for i in range(offset, offset + n)]
-
-
-def metric(example, pred, trace=None):
-    return float(str(pred.answer) == example.answer)
-
 
 def feedback_metric(example, pred, trace=None, pred_name=None, pred_trace=None):
-    score = metric(example, pred)
-    feedback = "Correct." if score else f"Wrong: expected {example.answer}. Use a {LESSON} to find 'code: N'."
-    return dspy.Prediction(score=score, feedback=feedback)
+    value = metric(example, pred)
+    feedback = "Correct." if value else f"Wrong: expected {example.answer}. Use a {LESSON} to find 'code: N'."
+    return dspy.Prediction(score=value, feedback=feedback)
 
 
 def output_fields(system: str) -> list[str]:
     section = system.split("Your output fields are:")[-1].split("All interactions")[0]
     return re.findall(r"\d+\. `(\w+)`", section)
-
-
-def task_lm(*, always_right: bool = False) -> dspy.LM:
-    """The root LM of the RLM: right only when taught, or always (a teacher)."""
-
-    def reply(messages):
-        system, prompt = messages[0][1], "\n".join(text for _, text in messages)
-        if "extract the final outputs" in system:
-            return fields(answer="unknown")
-        taught = always_right or "re.search" in prompt or LESSON in system
-        return fields(reasoning="find the code", code=GOOD if taught else "SUBMIT(answer='unknown')")
-
-    return function_lm(reply, model="scripted/task")
 
 
 def proposer_lm() -> dspy.LM:
@@ -69,17 +45,9 @@ def proposer_lm() -> dspy.LM:
     return function_lm(reply, model="scripted/proposer")
 
 
-def program() -> RLM:
-    return RLM("context, query -> answer", max_iters=2, sub_lm=text_lm(str.upper))
-
-
-def score(prog: RLM, devset: list[dspy.Example]) -> float:
-    return dspy.Evaluate(devset=devset, metric=metric, num_threads=1, display_progress=False)(prog).score / 100
-
-
 @pytest.fixture(autouse=True)
-def weak_task_lm():
-    with dspy.context(lm=task_lm()):
+def weak_student_lm():
+    with dspy.context(lm=taught_lm()):
         yield
 
 
@@ -88,7 +56,7 @@ def test_bootstrap_few_shot_learns_from_a_teacher(tmp_path):
     student = program()
     assert score(student, devset) == 0.0
     optimizer = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=2, max_labeled_demos=0,
-                                      teacher_settings={"lm": task_lm(always_right=True)})
+                                      teacher_settings={"lm": taught_lm(always_right=True)})
     tuned = optimizer.compile(student, trainset=trainset)
     assert tuned.generate_action.demos and score(tuned, devset) == 1.0
 
@@ -102,7 +70,7 @@ def test_mipro_v2_finds_a_better_instruction(tmp_path):
     trainset, devset = task_set(6), task_set(4, offset=10)
     student = program()
     assert score(student, devset) == 0.0
-    optimizer = dspy.MIPROv2(metric=metric, prompt_model=proposer_lm(), task_model=task_lm(), auto=None,
+    optimizer = dspy.MIPROv2(metric=metric, prompt_model=proposer_lm(), task_model=taught_lm(), auto=None,
                              num_candidates=2, max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=1,
                              verbose=False)
     tuned = optimizer.compile(student, trainset=trainset, valset=devset, num_trials=3, minibatch=False)
@@ -133,7 +101,7 @@ def test_gepa_reflects_on_feedback(tmp_path):
 def test_budget_exhaustion_is_a_failed_example_not_an_abort():
     starved = RLM("context, query -> answer", max_iters=2, sub_lm=text_lm(str.upper), budget=Budget(max_llm_calls=1))
     optimizer = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=2, max_labeled_demos=0,
-                                      teacher_settings={"lm": task_lm(always_right=True)})
+                                      teacher_settings={"lm": taught_lm(always_right=True)})
     tuned = optimizer.compile(starved, trainset=task_set(3))  # every run is cut short; nothing raises
     assert tuned.generate_action.demos == []
     prediction = starved(**task_set(1)[0].inputs())
