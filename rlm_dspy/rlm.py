@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import json
 import keyword
+import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.session import HOST_FUNCTIONS, SandboxOptions, Session, format_cell
 from sandbox.trajectory import Trajectory, preview
 
+logger = logging.getLogger(__name__)
 RESERVED_INPUTS = frozenset({*HOST_FUNCTIONS, "SUBMIT", "FINAL", "FINAL_VAR", "print"})
 RESERVED_OUTPUTS = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage"})
 
@@ -317,6 +319,9 @@ class RLM(dspy.Module):
                 continue
             code = "\n".join(parsed.code)
             result = yield _Cell(code)
+            if self.verbose:
+                logger.info("RLM iteration %d/%d\nReasoning: %s\nCode:\n%s\nOutput:\n%s", iteration,
+                            self.max_iters, reasoning, code, format_cell(result))
             if result.limit == "budget":
                 stop_reason = self._note_budget(run, BudgetExceeded(result.stopped_by, result.error,
                                                                     run.budget.spent()))

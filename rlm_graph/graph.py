@@ -12,8 +12,10 @@ in a :class:`~rlm_graph.context_store.ContextStore`; state holds its reference.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal, Required, TypedDict
 
 from langgraph.channels.untracked_value import UntrackedValue
@@ -479,7 +481,4 @@ def create_rlm_graph(
 
 
 def _default_file_store() -> FileContextStore:
-    import os
-    from pathlib import Path
-
     return FileContextStore(Path(os.environ.get("RLM_CONTEXT_DIR", Path.home() / ".cache" / "rlm-runtime" / "contexts")))

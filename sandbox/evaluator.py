@@ -60,7 +60,7 @@ def to_evaluation(result: Any, *, threshold: float = 1.0) -> Evaluation:
         return Evaluation(float(score), float(score) >= threshold, str(feedback))
     fields = result if isinstance(result, dict) else None
     if fields is None and hasattr(result, "score"):
-        fields = {"score": getattr(result, "score"), "feedback": getattr(result, "feedback", ""),
+        fields = {"score": result.score, "feedback": getattr(result, "feedback", ""),
                   **({"passed": result.passed} if hasattr(result, "passed") else {})}
     if fields is not None and "score" in fields:
         score = float(fields["score"])

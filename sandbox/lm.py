@@ -77,7 +77,7 @@ async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget
     try:
         completion = await asyncio.wait_for(lm.acomplete(messages, max_tokens=max_tokens),
                                             timeout=budget.seconds_left())
-    except asyncio.TimeoutError:
+    except TimeoutError:
         budget.cancel(reservation, dispatched=True)
         raise BudgetExceeded("max_seconds", f"budget exhausted (max_seconds): {budget.max_seconds} s of "
                                             "wall-clock time used while an LM call was pending",

@@ -376,7 +376,6 @@ class _CellRun:
             header = self._call_tool(reply)
 
     def _call_tool(self, request: dict[str, Any]) -> dict[str, Any]:
-        sb = self.sb
         name, args, kwargs = request.get("name"), request.get("args"), request.get("kwargs")
         began = time.monotonic()
         reply = self._dispatch(name, args, kwargs)

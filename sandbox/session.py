@@ -77,13 +77,12 @@ class Session:
             self.sandbox.close()
             raise
 
-    def run_cell(self, code: str, *, iteration: int, record: bool = True) -> CellResult:
-        """Execute one cell; record it in the trajectory unless it is a replay."""
+    def run_cell(self, code: str, *, iteration: int) -> CellResult:
+        """Execute one cell and record it in the trajectory."""
         result = self.sandbox.execute(code)
-        if record:
-            self.trajectory.record("cell", iteration=iteration, code=preview(code), output=preview(result.output),
-                                   error=result.error, limit=result.limit, has_final=result.has_final,
-                                   seconds=round(result.seconds, 4), restarted=result.restarted)
+        self.trajectory.record("cell", iteration=iteration, code=preview(code), output=preview(result.output),
+                               error=result.error, limit=result.limit, has_final=result.has_final,
+                               seconds=round(result.seconds, 4), restarted=result.restarted)
         return result
 
     def replay(self, cells: list[str]) -> None:

@@ -222,3 +222,12 @@ def test_save_and_load_between_dspy_rlm_and_ours(tmp_path):
     back = dspy.RLM("context, query -> answer", max_iters=3)
     back.load(tmp_path / "ours.json")
     assert back.generate_action.signature.instructions == "TUNED BY AN OPTIMIZER"
+
+
+def test_verbose_logs_each_iteration(caplog):
+    import logging
+
+    root = script_lm(step("print('seen')"), step("SUBMIT(answer='x')"))
+    with caplog.at_level(logging.INFO, logger="rlm_dspy.rlm"):
+        run(RLM("context -> answer", sub_lm=text_lm(str.upper), verbose=True), root, context="c")
+    assert "RLM iteration 1/20" in caplog.text and "seen" in caplog.text
