@@ -124,7 +124,8 @@ class RLM(dspy.Module):
 
     Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
     the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
-    checkpoints with ``max_refinements`` and ``min_gain``. Returns a
+    checkpoints with ``max_refinements`` and ``min_gain``; ``on_event`` sees every
+    trajectory event as it happens. Returns a
     ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
     ``final_reasoning``, ``stop_reason`` and ``usage``.
     """
@@ -133,7 +134,7 @@ class RLM(dspy.Module):
                  max_output_chars: int = 10_000, verbose: bool = False, tools: list[Callable[..., Any]] | None = None,
                  sub_lm: dspy.BaseLM | None = None, *, budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
-                 sandbox_options: SandboxOptions | None = None):
+                 sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None):
         super().__init__()
         self.signature = ensure_signature(signature)
         for name, value in (("max_iters", max_iters), ("max_llm_calls", max_llm_calls),
@@ -152,6 +153,7 @@ class RLM(dspy.Module):
             limits["max_depth"] = max_depth
         self.budget_limits = limits  # plain data: each call gets its own ledger
         self.evaluator = evaluator
+        self.on_event = on_event  # called with every trajectory event of a run (for progress displays)
         self.max_refinements, self.min_gain = max_refinements, min_gain
         self.sandbox_options = sandbox_options or SandboxOptions(max_output_chars=max_output_chars)
         action, extract = self._signatures()
@@ -225,8 +227,11 @@ class RLM(dspy.Module):
         self._check_inputs(inputs)
         budget = Budget(**self.budget_limits)
         budget.start()
-        return _Run(self, inputs, budget=budget, trajectory=Trajectory(_describe(inputs)), runner=AsyncRunner(),
-                    depth=0, owns_runner=True)
+        trajectory = Trajectory(_describe(inputs))
+        if self.on_event is not None:
+            trajectory.subscribe(self.on_event)
+        return _Run(self, inputs, budget=budget, trajectory=trajectory, runner=AsyncRunner(), depth=0,
+                    owns_runner=True)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         return self._drive_sync(self._open_run(inputs))

@@ -9,6 +9,7 @@ the pending requests themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import weakref
@@ -70,10 +71,22 @@ class AsyncRunner:
             _stop_loop(self.__dict__)
 
 
+async def _cancel_pending() -> None:
+    """Cancel and await every other task (e.g. litellm's background logging worker), so that
+    closing the loop leaves nothing pending to complain later."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _stop_loop(attrs: dict[str, Any]) -> None:
     loop, thread = attrs.get("_loop"), attrs.get("_thread")
     attrs["_loop"] = attrs["_thread"] = None
     if loop is not None and not loop.is_closed():
+        if loop.is_running() and thread is not threading.current_thread():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_pending(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
