@@ -294,8 +294,8 @@ class _Engine:
         runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens)
-        messages = [*state["messages"], {"role": "assistant", "content": completion.text}]
         action = parse_reply(completion.text)
+        messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
         if action.code:
             goto = "review_code" if self.review == "code" and state.get("depth", 0) == 0 else "execute"

@@ -78,6 +78,10 @@ class HostFunctions:
             kind, message = describe_error(exc)
             self.trajectory.record("sub_call", prompt=preview(prompt), prompt_chars=len(prompt), answer=None,
                                    error=f"{kind}: {message}", seconds=round(time.monotonic() - began, 4))
+            if "ContextWindowExceeded" in kind:
+                # Provider messages here run to paragraphs; a model needs one sentence it can act on.
+                raise ValueError(f"the prompt ({len(prompt):,} characters) is longer than the sub-model's context "
+                                 "window; pass a shorter text, e.g. a slice or the lines you found") from None
             raise
         self.trajectory.record("sub_call", prompt=preview(prompt), prompt_chars=len(prompt),
                                answer=preview(completion.text), prompt_tokens=completion.prompt_tokens,

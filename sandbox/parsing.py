@@ -18,17 +18,21 @@ class Action:
     final: str | None = None
     final_var: str | None = None
     problem: str | None = None
+    kept_text: str | None = None  # the reply up to the end of the block that runs: what history should keep
 
 
 def parse_reply(text: str) -> Action:
-    """Code blocks tagged repl/python (or untagged) are run in order; without code, a line
+    """The first code block tagged repl/python (or untagged) is run; without code, a line
     ``FINAL(...)`` or ``FINAL_VAR(name)`` outside any block is the answer."""
     if not isinstance(text, str) or not text.strip():
         return Action(problem="Your reply was empty. Reply with a ```repl code block.")
-    blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(text)]
-    code = tuple(body.strip("\n") for tag, body in blocks if tag in CODE_TAGS and body.strip())
-    if code:
-        return Action(code=code)
+    blocks = [(match.group(1).lower(), match.group(2), match.end()) for match in _FENCE.finditer(text)]
+    runnable = [(body, end) for tag, body, end in blocks if tag in CODE_TAGS and body.strip()]
+    if runnable:
+        # Only the first block runs, and only the reply up to it is kept: models (small ones
+        # especially) keep writing past it, inventing the REPL's output and more code.
+        body, end = runnable[0]
+        return Action(code=(body.strip("\n"),), kept_text=text[:end])
     outside = _FENCE.sub("", text)
     match = _FINAL_TEXT.search(outside)
     if match:
@@ -39,7 +43,7 @@ def parse_reply(text: str) -> Action:
             value = value[1:-1]
         return Action(final=value)
     if blocks:
-        tags = ", ".join(sorted({t or "untagged" for t, _ in blocks}))
+        tags = ", ".join(sorted({t or "untagged" for t, _, _ in blocks}))
         return Action(problem=f"Your code block was tagged {tags}; only ```repl or ```python blocks are "
                               "run. Put the code in such a block.")
     return Action(problem="Your reply had no ```repl code block and no FINAL(answer). "

@@ -10,22 +10,22 @@ from sandbox.guards import ALLOWED_MODULES
 
 _EXAMPLE = '''Example of the exchange:
 
-user: Query: How many lines of the log mention a timeout?
+user: Query: When did the Acme merger close?
 `context` is a str of 912,331 characters (20,000 lines).
-assistant: Let me look at the start of the context first.
+assistant: I will search the lines for a name from the query, in lower case.
 ```repl
-print(context[:300])
-lines = context.split("\\n")
-print(len(lines))
+hits = [line for line in context.split("\\n") if "acme" in line.lower()]
+print(len(hits))
+print(hits[:5])
 ```
 user: REPL output:
-2024-01-01 10:00:01 INFO start ...
-20000
-assistant: I will count matching lines in code and finish.
+3
+['Acme and Bolt agreed to a merger in May.', 'The Acme merger closed on 2 June 2024.', 'Acme hired staff.']
+assistant: The answer is in the hits; I ask llm_query to read them and finish.
 ```repl
-hits = [line for line in lines if "timeout" in line.lower()]
-print(len(hits), hits[:3])
-FINAL(len(hits))
+answer = llm_query("Answer briefly. When did the Acme merger close? Text: " + " ".join(hits))
+print(answer)
+FINAL(answer)
 ```'''
 
 

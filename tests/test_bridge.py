@@ -126,3 +126,15 @@ def test_through_the_sandbox_query_flood_is_stopped_by_the_budget(make_host_func
         result = sb.execute("print(llm_query_batched(['a', 'b'])[0][:6])")
         assert result.output == "ERROR:\n"
     assert budget.llm_calls == 5
+
+
+def test_context_window_overflow_becomes_one_actionable_sentence(make_host_functions):
+    class ContextWindowExceededError(Exception):
+        pass
+
+    def reply(prompt):
+        raise ContextWindowExceededError("litellm.BadRequestError: ... maximum context length is 8192 tokens ...")
+
+    host = make_host_functions(FakeLM(reply))
+    with pytest.raises(ValueError, match=r"the prompt \(5,000 characters\) is longer than the sub-model's context"):
+        host.llm_query("x" * 5000)
