@@ -9,6 +9,10 @@ tracked.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import dspy
@@ -98,14 +102,32 @@ def prompt_tokens_bound(predictor: dspy.Predict, inputs: dict[str, Any]) -> int:
     return estimate_prompt_tokens(adapter.format(predictor.signature, predictor.demos, inputs))
 
 
+def _out_of_time(budget: Budget) -> BudgetExceeded:
+    return BudgetExceeded("max_seconds", f"budget exhausted (max_seconds): {budget.max_seconds} s of wall-clock "
+                                         "time used while a root LM call was pending", budget.spent())
+
+
 def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
                     **inputs: Any) -> dspy.Prediction:
     """``predictor(**inputs)`` under ``budget`` (drawing on ``held`` when given); raises
-    :class:`BudgetExceeded` before dispatch."""
+    :class:`BudgetExceeded` before dispatch, or when the wall clock runs out while waiting.
+
+    With a time cap the call runs in a worker thread so the wait can end at the deadline; a
+    call abandoned there finishes in the background and its usage is not counted.
+    """
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            return predictor(**inputs)
+            left = budget.seconds_left()
+            if left is None:
+                return predictor(**inputs)
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-root-call")
+            future = pool.submit(contextvars.copy_context().run, predictor, **inputs)
+            pool.shutdown(wait=False)
+            try:
+                return future.result(timeout=left)
+            except FutureTimeout:
+                raise _out_of_time(budget) from None
         finally:
             call.finish(tracker)
 
@@ -115,6 +137,8 @@ async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reserv
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            return await predictor.acall(**inputs)
+            return await asyncio.wait_for(predictor.acall(**inputs), timeout=budget.seconds_left())
+        except TimeoutError:
+            raise _out_of_time(budget) from None
         finally:
             call.finish(tracker)

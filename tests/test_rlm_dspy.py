@@ -231,3 +231,16 @@ def test_verbose_logs_each_iteration(caplog):
     with caplog.at_level(logging.INFO, logger="rlm_dspy.rlm"):
         run(RLM("context -> answer", sub_lm=text_lm(str.upper), verbose=True), root, context="c")
     assert "RLM iteration 1/20" in caplog.text and "seen" in caplog.text
+
+
+def test_wall_clock_cuts_a_pending_root_call():
+    import time
+
+    def slow(messages):
+        time.sleep(3)
+        return fields(reasoning="late", code="SUBMIT(answer='late')")
+
+    started = time.monotonic()
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_seconds=0.5)),
+              function_lm(slow), context="c")
+    assert out.stop_reason == "max_seconds" and time.monotonic() - started < 2.5

@@ -1,0 +1,124 @@
+"""End to end with the real embedded model (Qwen2.5-Coder-0.5B behind llama.cpp on 127.0.0.1).
+
+Needs the [local] extra; `.ci/run` installs it and runs these. Deselect with -m "not e2e".
+Assertions are on what a 0.5B model does reliably: the loop's mechanics (parsing,
+execution, termination, accounting, caps) and needle extraction by a sub-call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dspy
+import pytest
+
+from cookbook.demo import NEEDLE, long_document
+from rlm_dspy import RLM
+from rlm_graph import create_rlm_graph
+from sandbox import AsyncRunner, Budget, HostFunctions, LiteLLMClient, LMJudge, Trajectory
+from sandbox import cli
+from sandbox.local import LocalModelServer
+
+pytestmark = pytest.mark.e2e
+KEY = "sk-local-no-key"
+QUESTION = "What is the launch code for project Heron?"
+DONE = {"final", "accepted", "no_improvement", "max_refinements", "max_iterations", "max_iters"}
+
+
+def llama_servers() -> set[int]:
+    """PIDs of running llama.cpp servers (to prove none is left behind)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"llama_cpp.server" in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalModelServer() as running:
+        yield running
+
+
+def client(server) -> LiteLLMClient:
+    return LiteLLMClient(server.model, api_base=server.api_base, api_key=KEY, temperature=0)
+
+
+def test_sub_call_extracts_the_needle(server):
+    budget = Budget()
+    host = HostFunctions(lm=client(server), budget=budget, trajectory=Trajectory("q"), runner=AsyncRunner())
+    text = "Filler about quarterly budgets. " * 40 + NEEDLE + " More filler about vendors." * 40
+    answer = host.llm_query(f"{QUESTION} Reply with the number only.\n\n{text}")
+    assert "7291" in answer
+    assert budget.llm_calls == 1 and budget.prompt_tokens > 100 and budget.completion_tokens > 0
+
+
+def test_graph_engine_runs_real_model_output(server):
+    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
+                             budget=Budget(max_seconds=300))
+    out = graph.invoke({"query": QUESTION, "context": long_document()})
+    events = out["trajectory"]["events"]
+    kinds = [e["kind"] for e in events]
+    assert out["stop_reason"] in DONE and 1 <= out["iterations"] <= 6
+    assert "lm_call" in kinds and "cell" in kinds and kinds[-1] == "final"
+    assert not any(e.get("limit") == "crash" for e in events)
+    assert out["usage"]["llm_calls"] >= 1 and out["usage"]["prompt_tokens"] > 500
+    if out["stop_reason"] == "final":
+        assert "7291" in str(out["answer"])
+
+
+def test_dspy_engine_runs_real_model_output(server):
+    # Uncached, so usage is real; the litellm engine, because DSPy's default one sends
+    # max_completion_tokens, which llama.cpp ignores (8,000-token replies here).
+    lm = dspy.LM(server.model, api_base=server.api_base, api_key=KEY, temperature=0, max_tokens=256, cache=False,
+                 engine="litellm")
+    rlm = RLM("context, question -> answer", max_iters=3, sub_lm=lm, budget=Budget(max_seconds=240))
+    with dspy.context(lm=lm):
+        out = rlm(context=long_document(), question=QUESTION)
+    assert out.stop_reason in DONE | {"max_seconds"}
+    assert out.usage["llm_calls"] >= 1 and out.usage["prompt_tokens"] > 500
+    assert out.usage["completion_tokens"] <= out.usage["llm_calls"] * 256  # the caps reached the server
+    assert out.trajectory and out.usage["seconds"] < 240 + 30
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_a_budget_cap_holds_on_a_real_run(server, cap):
+    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=10,
+                             budget=Budget(max_llm_calls=cap))
+    out = graph.invoke({"query": QUESTION, "context": long_document()})
+    assert out["usage"]["llm_calls"] <= cap
+    assert out["stop_reason"] in DONE | {"max_llm_calls"}
+
+
+def test_evaluator_checkpoint_round_trips(server):
+    verdicts = iter([(0.3, "Quote the exact launch code number."), (1.0, "")])
+    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
+                             evaluator=lambda query, answer: next(verdicts, (1.0, "")), max_refinements=2)
+    out = graph.invoke({"query": QUESTION, "context": long_document()})
+    evaluations = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    if out["stop_reason"] != "max_iterations":
+        assert evaluations[0]["decision"] == "refine" and evaluations[0]["feedback"].startswith("Quote")
+
+
+def test_lm_judge_with_the_real_model_is_metered(server):
+    budget = Budget()
+    judge = LMJudge(client(server), ["The answer gives a number."], budget=budget)
+    evaluation = judge(QUESTION, "The launch code is 7291.")
+    assert 0.0 <= evaluation.score <= 1.0 and isinstance(evaluation.feedback, str)
+    assert budget.llm_calls == 1
+
+
+def test_cli_with_the_embedded_model_leaves_no_server_behind(tmp_path, capsys, server):
+    document = tmp_path / "doc.txt"
+    document.write_text(long_document())
+    before = llama_servers()
+    code = cli.main(["ask", QUESTION, "--context", str(document), "--budget", "max_iterations=4",
+                     "--trace", str(tmp_path / "trace.json")])
+    out = capsys.readouterr()
+    assert code in (0, 1) and "Answer:" in out.out and "Usage:" in out.out
+    assert "embedded local model" in out.err and (tmp_path / "trace.json").exists()
+    assert llama_servers() == before  # the CLI's own server is gone, the fixture's still runs
