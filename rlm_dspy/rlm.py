@@ -15,6 +15,7 @@ import inspect
 import json
 import keyword
 import logging
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -306,6 +307,7 @@ class RLM(dspy.Module):
             try:
                 run.budget.reserve_iteration()
                 run.trajectory.record("iteration", iteration=iteration)
+                began = time.monotonic()
                 action = yield _Predict(self.generate_action, {"variables_info": variables, "repl_history": history,
                                                                "iteration": f"{iteration}/{self.max_iters}"})
             except BudgetExceeded as exc:
@@ -318,7 +320,8 @@ class RLM(dspy.Module):
                 continue
             reasoning = str(getattr(action, "reasoning", "") or "")
             parsed = code_from_field(getattr(action, "code", None))
-            run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"))
+            run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"),
+                                  seconds=round(time.monotonic() - began, 4))
             if parsed.problem:
                 history = history.append(reasoning=reasoning, code=str(action.code), output=parsed.problem)
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,13 +288,15 @@ class _Engine:
         try:
             runtime.budget.reserve_iteration()
             runtime.trajectory.record("iteration", iteration=iteration)
+            began = time.monotonic()
             completion = runtime.runner.run(metered_completion(self.root, state["messages"], budget=runtime.budget,
                                                                max_tokens=self.root_max_tokens))
         except BudgetExceeded as exc:
             return self._budget_stop(runtime, state, exc, iteration=iteration - 1)
         runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
                                   prompt_tokens=completion.prompt_tokens,
-                                  completion_tokens=completion.completion_tokens)
+                                  completion_tokens=completion.completion_tokens,
+                                  seconds=round(time.monotonic() - began, 4))
         action = parse_reply(completion.text)
         messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}

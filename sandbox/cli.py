@@ -179,14 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask_parser.add_argument("--engine", choices=("graph", "dspy"), default="graph")
     ask_parser.add_argument("--trace", help="write the answer, usage and trajectory to this JSON file")
     ask_parser.set_defaults(run=ask)
-    bench_parser = commands.add_parser("bench", help="run the long-context benchmark suite")
-    bench_parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for benchmarks/long_context.py")
+    bench_parser = commands.add_parser("bench", help="run the long-context benchmark suite "
+                                                     "(options: see `rlm bench --help-suite`)")
     bench_parser.set_defaults(run=bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "bench" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.bench_args = [a if a != "--help-suite" else "--help" for a in rest]
     try:
         return args.run(args)
     except UsageError as exc:
