@@ -39,6 +39,7 @@ from rlm_dspy.lm import (
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
+from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field
 from sandbox.prompts import repl_guide
 from sandbox.refinement import RefinementState, decide, feedback_message
@@ -72,6 +73,11 @@ class _Unparsed:
     """What a predictor step returns when the LM's reply did not fit the signature."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class _TooLong:
+    """What a predictor step returns when its prompt did not fit the model's window."""
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,10 @@ class RLM(dspy.Module):
                 return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
             except AdapterParseError as exc:
                 return _Unparsed(str(exc))
+            except Exception as exc:
+                if is_context_window_error(exc):
+                    return _TooLong()
+                raise
         if isinstance(step, _Cell):
             return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
         return self._evaluate(run, step.outputs)
@@ -286,6 +296,10 @@ class RLM(dspy.Module):
                 return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
             except AdapterParseError as exc:
                 return _Unparsed(str(exc))
+            except Exception as exc:
+                if is_context_window_error(exc):
+                    return _TooLong()
+                raise
         return await asyncio.to_thread(self._perform, run, step)
 
     def _evaluate(self, run: _Run, outputs: dict[str, Any]) -> Evaluation:
@@ -313,6 +327,16 @@ class RLM(dspy.Module):
             except BudgetExceeded as exc:
                 stop_reason = self._note_budget(run, exc)
                 break
+            if isinstance(action, _TooLong):
+                # The history outgrew the root model's window: keep its newer half and go on.
+                run.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's window")
+                if not len(history):
+                    stop_reason = "context_window"
+                    break
+                entries = list(history)
+                history = REPLHistory(entries=entries[len(entries) // 2 + len(entries) % 2:],
+                                      max_output_chars=self.max_output_chars)
+                continue
             if isinstance(action, _Unparsed):
                 run.trajectory.record("note", iteration=iteration, message=preview(action.message, 500))
                 history = history.append(reasoning="", code="", output="[Error] Your reply did not follow the "
@@ -374,8 +398,10 @@ class RLM(dspy.Module):
             run.budget.cancel(held, dispatched=False)
             run.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
             prediction = None
-        if isinstance(prediction, _Unparsed):
-            run.trajectory.record("note", message=f"extract's reply could not be parsed: {preview(prediction.message, 500)}")
+        if isinstance(prediction, (_Unparsed, _TooLong)):
+            run.trajectory.record("note", message="extract returned nothing usable: "
+                                  + (preview(prediction.message, 500) if isinstance(prediction, _Unparsed)
+                                     else "its prompt was longer than the model's window"))
         return {name: getattr(prediction, name, None) for name in self.signature.output_fields}
 
     @staticmethod

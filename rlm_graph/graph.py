@@ -32,7 +32,7 @@ from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded
 from sandbox.context import Context, check_context, describe_context
 from sandbox.evaluator import Evaluator, as_evaluator
-from sandbox.lm import LMClient, metered_completion
+from sandbox.lm import LMClient, drop_oldest_exchange, is_context_window_error, metered_completion
 from sandbox.parsing import parse_reply
 from sandbox.prompts import output_message, query_message, root_system_prompt
 from sandbox.refinement import RefinementState, decide, feedback_message
@@ -293,6 +293,17 @@ class _Engine:
                                                                max_tokens=self.root_max_tokens))
         except BudgetExceeded as exc:
             return self._budget_stop(runtime, state, exc, iteration=iteration - 1)
+        except Exception as exc:
+            if not is_context_window_error(exc):
+                raise
+            # The conversation outgrew the root model's window: forget the oldest exchange.
+            shorter = drop_oldest_exchange(state["messages"])
+            runtime.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
+                                      "window; " + ("dropped the oldest exchange" if shorter else "nothing to drop"))
+            if shorter is None:
+                return self._stop(runtime, state, "context_window", iteration=iteration)
+            return Command(update=self._progress(runtime, messages=shorter, iteration=iteration,
+                                                 iterations=iteration), goto="root_lm")
         runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens,

@@ -55,6 +55,20 @@ def estimate_cost(lm: Any, prompt_tokens: int, completion_tokens: int) -> float:
     return float(estimator(prompt_tokens, completion_tokens)) if callable(estimator) else 0.0
 
 
+def is_context_window_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the prompt was longer than the model's window (litellm, DSPy and
+    OpenAI-compatible servers all name it ContextWindowExceeded...)."""
+    return "ContextWindowExceeded" in type(exc).__name__ or "maximum context length" in str(exc)
+
+
+def drop_oldest_exchange(messages: Messages, keep_first: int = 2) -> Messages | None:
+    """``messages`` without its oldest assistant/user exchange after the first ``keep_first``
+    (the system prompt and the query); ``None`` when there is nothing left to drop."""
+    if len(messages) <= keep_first + 1:
+        return None
+    return [*messages[:keep_first], *messages[keep_first + 2:]]
+
+
 def check_messages(messages: Any) -> Messages:
     if not isinstance(messages, list) or not messages:
         raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")

@@ -244,3 +244,18 @@ def test_wall_clock_cuts_a_pending_root_call():
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_seconds=0.5)),
               function_lm(slow), context="c")
     assert out.stop_reason == "max_seconds" and time.monotonic() - started < 2.5
+
+
+def test_an_overlong_history_is_halved_not_fatal():
+    from dspy.utils.exceptions import ContextWindowExceededError
+
+    calls = []
+
+    def reply(messages):
+        calls.append(messages[-1][1].count("=== Step "))
+        if calls[-1] >= 3:
+            raise ContextWindowExceededError(model="scripted", message="maximum context length is 8192 tokens")
+        return fields(reasoning="go", code="SUBMIT(answer='done')" if len(calls) > 4 else "x = 1")
+
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), function_lm(reply), context="c")
+    assert out.answer == "done" and any(e["kind"] == "note" for e in out.events["events"])

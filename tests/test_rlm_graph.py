@@ -414,3 +414,20 @@ def test_messages_stream_carries_root_and_sub_call_tokens():
                              sub_model=FakeListChatModel(responses=["sub answer"]))
     nodes = {meta["langgraph_node"] for _, meta in graph.stream({"query": "q", "context": "c"}, stream_mode="messages")}
     assert nodes == {"root_lm", "execute"}
+
+
+def test_an_overlong_conversation_sheds_its_oldest_exchange():
+    class ContextWindowExceededError(Exception):
+        pass
+
+    class Windowed(FakeLM):
+        async def acomplete(self, messages, *, max_tokens):
+            if len(messages) > 5:
+                raise ContextWindowExceededError("maximum context length is 8192 tokens")
+            return await super().acomplete(messages, max_tokens=max_tokens)
+
+    replies = iter(["```repl\nx = 1\n```", "```repl\nx += 1\n```", "```repl\nFINAL(x)\n```"])
+    graph = create_rlm_graph(Windowed(lambda p: next(replies)), sub_model=upper_lm())
+    out = graph.invoke({"query": "q", "context": "c"})
+    assert out["answer"] == 2 and out["stop_reason"] == "final"
+    assert any(e["kind"] == "note" and "window" in e["message"] for e in out["trajectory"]["events"])
