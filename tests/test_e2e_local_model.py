@@ -122,3 +122,37 @@ def test_cli_with_the_embedded_model_leaves_no_server_behind(tmp_path, capsys, s
     assert code in (0, 1) and "Answer:" in out.out and "Usage:" in out.out
     assert "embedded local model" in out.err and (tmp_path / "trace.json").exists()
     assert llama_servers() == before  # the CLI's own server is gone, the fixture's still runs
+
+
+def test_the_server_dies_with_its_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = ("import sys, time; sys.path.insert(0, %r)\n"
+               "from sandbox.local import LocalModelServer\n"
+               "server = LocalModelServer().start()\n"
+               "print(server._box['proc'].pid, flush=True)\n"
+               "time.sleep(600)\n") % str(Path(__file__).resolve().parents[1])
+    owner = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    server_pid = int(owner.stdout.readline())
+    owner.send_signal(signal.SIGKILL)  # no finalizers, no atexit: only the kernel can clean up
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and server_pid in llama_servers_running():
+        time.sleep(0.2)
+    assert server_pid not in llama_servers_running()
+
+
+def llama_servers_running() -> set[int]:
+    """Running (not zombie) llama.cpp server PIDs."""
+    running = set()
+    for pid in llama_servers():
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
