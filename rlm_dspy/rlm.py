@@ -280,12 +280,8 @@ class RLM(dspy.Module):
         if isinstance(step, _Predict):
             try:
                 return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
-            except AdapterParseError as exc:
-                return _Unparsed(str(exc))
             except Exception as exc:
-                if is_context_window_error(exc):
-                    return _TooLong()
-                raise
+                return _recoverable(exc)
         if isinstance(step, _Cell):
             return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
         return self._evaluate(run, step.outputs)
@@ -294,12 +290,8 @@ class RLM(dspy.Module):
         if isinstance(step, _Predict):
             try:
                 return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
-            except AdapterParseError as exc:
-                return _Unparsed(str(exc))
             except Exception as exc:
-                if is_context_window_error(exc):
-                    return _TooLong()
-                raise
+                return _recoverable(exc)
         return await asyncio.to_thread(self._perform, run, step)
 
     def _evaluate(self, run: _Run, outputs: dict[str, Any]) -> Evaluation:
@@ -436,6 +428,15 @@ class RLM(dspy.Module):
         return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
                                final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
                                events=run.trajectory.to_dict())
+
+
+def _recoverable(exc: Exception) -> _Unparsed | _TooLong:
+    """A predictor failure the loop can recover from, as a step result; anything else re-raised."""
+    if isinstance(exc, AdapterParseError):
+        return _Unparsed(str(exc))
+    if is_context_window_error(exc):
+        return _TooLong()
+    raise exc
 
 
 def _extract_hold_tokens(budget: Budget) -> int:

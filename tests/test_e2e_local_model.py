@@ -130,11 +130,12 @@ def test_the_server_dies_with_its_parent(tmp_path):
     import sys
     import time
 
-    program = ("import sys, time; sys.path.insert(0, %r)\n"
+    root = str(Path(__file__).resolve().parents[1])
+    program = (f"import sys, time; sys.path.insert(0, {root!r})\n"
                "from sandbox.local import LocalModelServer\n"
                "server = LocalModelServer().start()\n"
                "print(server._box['proc'].pid, flush=True)\n"
-               "time.sleep(600)\n") % str(Path(__file__).resolve().parents[1])
+               "time.sleep(600)\n")
     owner = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     server_pid = int(owner.stdout.readline())
     owner.send_signal(signal.SIGKILL)  # no finalizers, no atexit: only the kernel can clean up
