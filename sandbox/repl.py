@@ -83,12 +83,14 @@ def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
                          f"got {value!r}")
 
 
-def _check_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
+def check_tools(tools: Mapping[str, Callable[..., Any]] | None,
+                reserved: frozenset[str] = RESERVED_NAMES) -> dict[str, Callable[..., Any]]:
+    """``tools`` as a dict, or a clear error for a bad name, a ``reserved`` name or a non-callable."""
     tools = dict(tools or {})
     for name, fn in tools.items():
         check_identifier(name, "tool name")
-        if name in RESERVED_NAMES:
-            raise ValueError(f"tool name {name!r} is reserved by the sandbox")
+        if name in reserved:
+            raise ValueError(f"tool name {name!r} collides with a name the REPL defines, so it is reserved")
         if not callable(fn):
             raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
     return tools
@@ -128,7 +130,7 @@ class Sandbox:
                  memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
                  tool_timeout: float = 600.0, budget: Budget | None = None, drop_privileges: bool = True,
                  max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None):
-        tools = _check_tools(tools)
+        tools = check_tools(tools)
         submit_fields = _check_submit_fields(submit_fields)
         _check_positive("timeout", timeout)
         _check_positive("kill_grace", kill_grace)
@@ -242,7 +244,7 @@ class Sandbox:
     def configure(self, *, tools: Mapping[str, Callable[..., Any]] | None = None,
                   submit_fields: Sequence[str] | None = None) -> None:
         """Replace the tools and ``SUBMIT``'s output fields of a running sandbox; variables are kept."""
-        tools, submit_fields = _check_tools(tools), _check_submit_fields(submit_fields)
+        tools, submit_fields = check_tools(tools), _check_submit_fields(submit_fields)
         with self._lock:
             self._ensure_open()
             self.tools, self.submit_fields = tools, submit_fields

@@ -18,10 +18,12 @@ from sandbox.budget import Budget
 from sandbox.context import check_context
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
-from sandbox.repl import CellResult, Sandbox, check_identifier
+from sandbox.repl import RESERVED_NAMES, CellResult, Sandbox, check_tools
 from sandbox.trajectory import Trajectory, preview
 
 HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
+# Every name an RLM's REPL defines itself: no tool or input variable may take one.
+REPL_NAMES = frozenset({*HOST_FUNCTIONS, *RESERVED_NAMES})
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,8 @@ class SandboxOptions:
 
 
 def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
-    tools = dict(tools or {})
-    for name, fn in tools.items():
-        check_identifier(name, "tool name")
-        if name in HOST_FUNCTIONS or name in ("FINAL", "FINAL_VAR", "SUBMIT", "context", "print"):
-            raise ValueError(f"tool name {name!r} collides with a name the RLM REPL defines")
-        if not callable(fn):
-            raise TypeError(f"tool {name!r} must be callable, got {type(fn).__name__}")
-    return tools
+    """User tools for an RLM: not named after a REPL function or the ``context`` variable."""
+    return check_tools(tools, reserved=REPL_NAMES | {"context"})
 
 
 class Session:
