@@ -36,7 +36,8 @@ class TimedScript:
     model = "bench/script"
 
     def __init__(self, iterations: int):
-        self.replies = ["```repl\nx = 0\n```"] + ["```repl\nx = x + 1\n```"] * (iterations - 2) + ["```repl\nFINAL(x)\n```"]
+        cells = ["x = 0"] + ["x = x + 1"] * (iterations - 2) + ["FINAL(x)"]
+        self.replies = [f"```repl\n{cell}\n```" for cell in cells]
         self.seconds = 0.0
 
     async def acomplete(self, messages, *, max_tokens):
@@ -65,7 +66,8 @@ def checkpoint_bytes(iterations: int, context_chars: int, workdir: Path) -> dict
                                  context_store=FileContextStore(workdir / "ctx"))
         graph.invoke({"query": "count", "context": "y" * context_chars}, {"configurable": {"thread_id": "t"}})
     con = sqlite3.connect(db)
-    count, blobs = con.execute("select count(*), sum(length(checkpoint)) + sum(length(metadata)) from checkpoints").fetchone()
+    count, blobs = con.execute(
+        "select count(*), sum(length(checkpoint)) + sum(length(metadata)) from checkpoints").fetchone()
     writes = con.execute("select coalesce(sum(length(value)), 0) from writes").fetchone()[0]
     con.close()
     return {"checkpoints": count, "bytes_per_iteration": round((blobs + writes) / iterations),

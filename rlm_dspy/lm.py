@@ -55,7 +55,7 @@ class DSPyLMClient:
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
-        turns = tuple(lm15.Message.assistant(m["content"]) if m["role"] == "assistant" else lm15.Message.user(m["content"])
+        turns = tuple((lm15.Message.assistant if m["role"] == "assistant" else lm15.Message.user)(m["content"])
                       for m in messages if m["role"] != "system")
         request = lm15.Request(model=self.model, messages=turns, system=system,
                                config=lm15.Config(max_tokens=max_tokens))

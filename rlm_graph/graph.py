@@ -172,7 +172,7 @@ class _Engine:
 
     # -- the live runtime ------------------------------------------------------------
 
-    def _open_runtime(self, state: RLMState, *, replay: bool) -> _Runtime:
+    def _open_runtime(self, state: RLMState, *, replay: bool, context: Context | None = None) -> _Runtime:
         parent = state.get("parent")
         if parent is not None:
             budget, runner, trajectory, owns_runner = parent.budget, parent.runner, parent.trajectory, False
@@ -182,7 +182,7 @@ class _Engine:
             trajectory = Trajectory.from_dict(state["trajectory"]) if state.get("trajectory") \
                 else Trajectory(state["query"])
         try:
-            context = self.context_store.get(state["context_ref"])
+            context = context if context is not None else self.context_store.get(state["context_ref"])
         except KeyError:
             raise LookupError(f"the context of this run ({state['context_ref']}) is not in the graph's context "
                               "store; resume with a graph built with the same context_store "
@@ -192,8 +192,8 @@ class _Engine:
         def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
             return self._run_child(query, child_context, child_depth, ParentLink(budget, runner, child_trajectory))
 
-        session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory, runner=runner,
-                          depth=depth, tools=self.tools, run_child=run_child,
+        session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory,
+                          runner=runner, depth=depth, tools=self.tools, run_child=run_child,
                           call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
         runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer())
         if parent is None:
@@ -270,9 +270,9 @@ class _Engine:
                            "pending_code": None, "candidate": None, "refinement": RefinementState().to_dict(),
                            "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
-        runtime = self._open_runtime(fresh, replay=False)
-        runtime.budget.start()
         context = self.context_store.get(ref)
+        runtime = self._open_runtime(fresh, replay=False, context=context)
+        runtime.budget.start()
         system = root_system_prompt(max_output_chars=self.options.max_output_chars, tools=self.tools,
                                     can_recurse=runtime.budget.allows_depth(fresh["depth"] + 1),
                                     instructions=self.instructions)
@@ -495,4 +495,5 @@ def create_rlm_graph(
 
 
 def _default_file_store() -> FileContextStore:
-    return FileContextStore(Path(os.environ.get("RLM_CONTEXT_DIR", Path.home() / ".cache" / "rlm-runtime" / "contexts")))
+    default = Path.home() / ".cache" / "rlm-runtime" / "contexts"
+    return FileContextStore(Path(os.environ.get("RLM_CONTEXT_DIR", default)))
