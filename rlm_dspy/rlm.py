@@ -43,11 +43,11 @@ from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field
 from sandbox.prompts import repl_guide
 from sandbox.refinement import RefinementState, decide, feedback_message
-from sandbox.session import HOST_FUNCTIONS, SandboxOptions, Session, format_cell
+from sandbox.session import REPL_NAMES, SandboxOptions, Session, format_cell
 from sandbox.trajectory import Trajectory, preview
 
 logger = logging.getLogger(__name__)
-RESERVED_INPUTS = frozenset({*HOST_FUNCTIONS, "SUBMIT", "FINAL", "FINAL_VAR", "print"})
+RESERVED_INPUTS = REPL_NAMES
 RESERVED_OUTPUTS = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage"})
 
 ACTION_INSTRUCTIONS = """You produce the outputs {outputs} from the inputs {inputs} by writing Python code, one step \
@@ -101,10 +101,15 @@ class _Run:
         # One call is held for `extract` from the start, so the run can always end with typed
         # outputs without ever passing the budget's caps.
         self.extract_hold = budget.reserve_call(tokens=_extract_hold_tokens(budget))
-        self.session = Session(variables=inputs, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
-                               runner=runner, depth=depth, tools=module.tool_functions(), run_child=self.run_child,
-                               options=module.sandbox_options, submit_fields=list(module.signature.output_fields),
-                               max_sub_calls=module.max_llm_calls)
+        try:
+            self.session = Session(variables=inputs, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
+                                   runner=runner, depth=depth, tools=module.tool_functions(),
+                                   run_child=self.run_child, options=module.sandbox_options,
+                                   submit_fields=list(module.signature.output_fields),
+                                   max_sub_calls=module.max_llm_calls)
+        except BaseException:
+            budget.cancel(self.extract_hold, dispatched=False)  # a child shares its parent's ledger
+            raise
 
     def run_child(self, query: str, context: str, depth: int, trajectory: Trajectory) -> str:
         child = RLM("context, query -> answer", max_iters=self.module.max_iters,

@@ -259,3 +259,18 @@ def test_an_overlong_history_is_halved_not_fatal():
 
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), function_lm(reply), context="c")
     assert out.answer == "done" and any(e["kind"] == "note" for e in out.events["events"])
+
+
+def test_a_run_that_cannot_start_gives_back_the_call_held_for_extract(monkeypatch):
+    import rlm_dspy.rlm as module
+
+    def broken_session(**kwargs):
+        raise RuntimeError("worker could not start")
+
+    monkeypatch.setattr(module, "Session", broken_session)
+    shared = Budget(max_llm_calls=5)  # a child run draws on its parent's ledger like this
+    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper))
+    with pytest.raises(RuntimeError, match="could not start"):
+        module._Run(rlm, {"context": "c"}, budget=shared, trajectory=module.Trajectory("q"),
+                    runner=module.AsyncRunner(), depth=1, owns_runner=True)
+    assert shared.llm_calls == 0
