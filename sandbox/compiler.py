@@ -10,8 +10,10 @@ attribute, item, write and iteration operations) this policy:
 - rewrites ``from m import a`` into a guarded helper call, because the
   IMPORT_FROM opcode does a raw ``getattr`` and falls back to ``sys.modules``,
   which reaches real submodules such as ``json.decoder``;
-- puts a deadline check at the top of every ``except`` handler, so
-  ``except BaseException: pass`` cannot swallow a timeout, budget or output stop;
+- puts a deadline check at the top of every ``except`` handler and every
+  ``finally`` block, so neither ``except BaseException: pass`` nor
+  ``finally: break`` / ``continue`` / ``return`` can swallow a timeout, budget or
+  output stop;
 - shows the value of a trailing expression, as a REPL does.
 """
 
@@ -26,6 +28,8 @@ from RestrictedPython.transformer import (
     RestrictingNodeTransformer,
     copy_locations,
 )
+
+from sandbox.outbound import format_problems
 
 # Names the compiled code calls; user code cannot spell them (they start with "_").
 CHECK_STOP = "_rlm_check_"
@@ -129,9 +133,16 @@ class CellPolicy(RestrictingNodeTransformer):
         return stmts
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler):
+        """Re-raise a pending stop before the handler's body can discard it."""
         node = super().visit_ExceptHandler(node)
-        check = copy_node(ast.Expr(value=_call(CHECK_STOP)), node)
-        node.body.insert(0, check)
+        node.body.insert(0, copy_node(ast.Expr(value=_call(CHECK_STOP)), node))
+        return node
+
+    def visit_Try(self, node: ast.Try):
+        """Re-raise a pending stop before a ``finally`` body can ``break``/``return`` it away."""
+        node = super().visit_Try(node)
+        if node.finalbody:
+            node.finalbody.insert(0, copy_node(ast.Expr(value=_call(CHECK_STOP)), node.finalbody[0]))
         return node
 
 
@@ -144,5 +155,6 @@ def compile_cell(source: str, filename: str):
     """Compile ``source`` under :class:`CellPolicy`; raise ``SyntaxError`` listing every violation."""
     result = compile_restricted_exec(source, filename=filename, policy=CellPolicy)
     if result.errors:
-        raise SyntaxError("\n".join(result.errors))
+        # Capped: a cell with thousands of violations made a 640 KB error for the next prompt.
+        raise SyntaxError(format_problems(result.errors))
     return result.code

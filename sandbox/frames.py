@@ -30,11 +30,12 @@ def encode_header(header: dict[str, Any]) -> bytes:
     return _LEN.pack(len(body)) + body
 
 
-def parse_header(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+def parse_header(body: bytes | bytearray) -> dict[str, Any]:
     try:
-        header = json.loads(bytes(body))
-    except ValueError as exc:
-        raise FrameError(f"frame header is not valid JSON: {exc}") from None
+        header = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: a header nested deeper than this side's stack (a hostile worker).
+        raise FrameError(f"frame header is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise FrameError("frame header must be a JSON object with a string 'type'")
     payload = header.get("payload", 0)
@@ -76,9 +77,13 @@ class BlockingChannel:
     def write(self, header: dict[str, Any], payload: bytes | None = None) -> None:
         if payload is not None:
             header = {**header, "payload": len(payload)}
-        _write_all(self._out, encode_header(header))
+        self.write_encoded(encode_header(header))
         if payload:
             _write_all(self._out, payload)
+
+    def write_encoded(self, frame: bytes) -> None:
+        """Send a frame already made by :func:`encode_header` (no payload)."""
+        _write_all(self._out, frame)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -115,6 +120,13 @@ class DeadlineChannel:
         return True
 
     def read(self, deadline: float | None) -> tuple[dict[str, Any], bytes | None] | None:
+        try:
+            return self._read(deadline)
+        except FrameError:
+            self._buf.clear()  # never parse the same bad bytes again
+            raise
+
+    def _read(self, deadline: float | None) -> tuple[dict[str, Any], bytes | None] | None:
         if not self._fill(4, deadline):
             return None
         (size,) = _LEN.unpack_from(self._buf)
@@ -122,7 +134,7 @@ class DeadlineChannel:
             raise FrameError(f"frame header of {size} bytes exceeds {self._max_header}")
         if not self._fill(4 + size, deadline):
             return None
-        header = parse_header(memoryview(self._buf)[4 : 4 + size])
+        header = parse_header(self._buf[4 : 4 + size])
         n = header.get("payload", 0)
         if n > self._max_payload:
             raise FrameError(f"frame payload of {n} bytes exceeds {self._max_payload}")

@@ -68,6 +68,9 @@ DENIED_TYPES = frozenset({
     types.ModuleType, types.FrameType, types.TracebackType, types.CodeType,
     types.CellType,
 })
+# Guard decisions look types up by id(): hashing or comparing an object the sandbox
+# made would run its __hash__/__eq__ (a str subclass posing as a cached name).
+_DENIED_TYPE_IDS = frozenset(id(t) for t in DENIED_TYPES)
 
 # Callables and classes that turn names into attribute access, run code, touch
 # files, or create classes outside the sandbox's class hook.
@@ -85,26 +88,73 @@ DENIED_IDS = {id(v): v for v in _DENIED_VALUES}
 MUTABLE_CONTAINERS = (list, dict, set, bytearray, collections.deque)
 
 # Types whose public attributes are plain methods or numbers: no value check needed.
-_FAST_ATTR_TYPES = frozenset({
+# Builtin types live as long as the worker, so their ids never get reused.
+_FAST_ATTR_TYPES = (
     str, bytes, int, float, complex, bool, type(None), list, dict, set, frozenset,
     tuple, range, slice, bytearray, collections.Counter, collections.defaultdict,
     collections.OrderedDict, collections.deque,
-})
-_FAST_ITEM_TYPES = frozenset({dict, list, tuple, str, bytes, range, collections.Counter,
-                              collections.defaultdict, collections.OrderedDict})
+)
+_FAST_ITEM_TYPE_IDS = frozenset(id(t) for t in (dict, list, tuple, str, bytes, range, collections.Counter,
+                                                collections.defaultdict, collections.OrderedDict))
+
+# Attributes refused on instances of one builtin type: AttributeError.obj is the
+# object a failed lookup looked at, often a library's internals (a real module).
+_DENIED_INSTANCE_ATTRIBUTES = {AttributeError: frozenset({"obj"})}
+
+
+def _typing_internal_types() -> frozenset[int]:
+    """ids of typing's own classes: its aliases forward attribute reads to collections.abc
+    (``typing.Mapping.register(int)`` poisons the ABC registry of the whole worker)."""
+    found = {type(getattr(typing, name)) for name in dir(typing) if not name.startswith("__")}
+    found |= {t for t in vars(typing).values() if isinstance(t, type)}
+    return frozenset(id(t) for t in found if getattr(t, "__module__", "") == "typing")
+
+
+_TYPING_TYPE_IDS = _typing_internal_types()
+
+
+def is_metaclass(value: Any) -> bool:
+    """Whether ``value`` is ``type`` or a subclass of it: called with three arguments, any
+    metaclass (``EnumType``, ``ABCMeta``...) builds a class from a dict with any dunder."""
+    return issubclass(type(value), type) and issubclass(value, type)
+
+
+def has_own_metaclass(value: Any) -> bool:
+    """Whether ``value`` is a class built by a metaclass other than ``type``: such classes
+    build more classes through their metaclass's hooks (``Enum('X', {'__init__': f})``)."""
+    return issubclass(type(value), type) and type(value) is not type
 
 
 class SandboxClasses:
-    """Registry of classes created by sandboxed code (the only non-containers it may write to)."""
+    """Registry of classes created by sandboxed code (the only non-containers it may write to).
+
+    Keyed by ``id``: a WeakSet would hash the class, and the registry must never run
+    code the sandbox wrote. The weak reference tells a live class from a reused id.
+    """
 
     def __init__(self) -> None:
-        self._classes: weakref.WeakSet[type] = weakref.WeakSet()
+        self._classes: dict[int, weakref.ref[type]] = {}
 
     def add(self, cls: type) -> None:
-        self._classes.add(cls)
+        key = id(cls)
+        self._classes[key] = weakref.ref(cls, lambda _ref: self._classes.pop(key, None))
+
+    def is_sandbox_class(self, cls: Any) -> bool:
+        ref = self._classes.get(id(cls))
+        return ref is not None and ref() is cls
 
     def owns(self, obj: Any) -> bool:
-        return (isinstance(obj, type) and obj in self._classes) or type(obj) in self._classes
+        return self.is_sandbox_class(obj) or self.is_sandbox_class(type(obj))
+
+
+def _writable_name(name: Any) -> str:
+    """``name`` if sandboxed code may set or delete it: an exact str (never a subclass
+    whose methods would run here) that does not start with ``_``."""
+    if type(name) is not str:
+        raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+    if name.startswith("_"):
+        raise _deny(name)
+    return name
 
 
 def _deny(name: str) -> AttributeError:
@@ -192,17 +242,18 @@ class Policy:
 
     def __init__(self, print_fn: Callable[..., None]):
         self.classes = SandboxClasses()
-        self._fast_attrs: set[tuple[type, str]] = set()
+        # id(builtin type) -> exact-str names already vetted on it (see getattr)
+        self._fast_attrs: dict[int, set[str]] = {id(t): set() for t in _FAST_ATTR_TYPES}
         self.modules = {name: make_module_proxy(name, self._vet_module(build()))
                         for name, build in _MODULE_ALLOWLIST.items()}
-        self._proxy_types = frozenset(type(p) for p in self.modules.values())
+        self._proxy_type_ids = frozenset(id(type(p)) for p in self.modules.values())
         self._formatter = _GuardedFormatter(self)
         self._print = print_fn
 
     def _vet_module(self, attrs: dict[str, Any]) -> dict[str, Any]:
         vetted = {}
         for key, value in attrs.items():
-            if type(value) in DENIED_TYPES or id(value) in DENIED_IDS:
+            if id(type(value)) in _DENIED_TYPE_IDS or id(value) in DENIED_IDS or is_metaclass(value):
                 continue
             # Module-level tables are shared with the worker's own code: hand out copies.
             vetted[key] = value.copy() if isinstance(value, MUTABLE_CONTAINERS) else value
@@ -212,8 +263,13 @@ class Policy:
 
     def getattr(self, obj: Any, name: str) -> Any:
         """``_getattr_``: ``obj.name`` for compiled code."""
-        if (type(obj), name) in self._fast_attrs:
-            return getattr(obj, name)
+        # The name must be an exact str before any lookup hashes it: a str subclass
+        # with its own __hash__/__eq__ could pose as a vetted name ("upper") and be
+        # read raw as another ("__self__").
+        if type(name) is str:
+            vetted = self._fast_attrs.get(id(type(obj)))
+            if vetted is not None and name in vetted:
+                return getattr(obj, name)
         return self._getattr_slow(obj, name)
 
     def getattr_builtin(self, obj: Any, name: str, *default: Any) -> Any:
@@ -243,18 +299,27 @@ class Policy:
             raise _deny(name)
         if name in ("format", "format_map") and (isinstance(obj, str) or obj is str):
             return self._string_method(obj, name)
-        if type(obj) in self._proxy_types:
+        kind = type(obj)
+        if id(kind) in self._proxy_type_ids:
             return getattr(obj, name)  # proxy values were vetted when the proxy was built
+        if id(kind) in _TYPING_TYPE_IDS:
+            raise _deny(name)
+        denied_here = _DENIED_INSTANCE_ATTRIBUTES.get(kind)
+        if denied_here is not None and name in denied_here:
+            raise _deny(name)
         try:
             value = getattr(obj, name)
         except AttributeError:
-            raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}") from None
+            raise AttributeError(f"{kind.__name__!r} object has no attribute {name!r}") from None
         self.check_value(value, name)
-        if isinstance(value, MUTABLE_CONTAINERS) and not self._sandbox_owned(obj):
-            # e.g. textwrap.TextWrapper.unicode_whitespace_trans: a class-level table.
-            return value.copy()
-        if type(obj) in _FAST_ATTR_TYPES:
-            self._fast_attrs.add((type(obj), name))
+        if isinstance(value, MUTABLE_CONTAINERS) and not self.classes.owns(value) \
+                and not self._sandbox_made(obj, name, value):
+            # e.g. textwrap.TextWrapper.unicode_whitespace_trans: a class-level table
+            # shared by every user of the library, also when read through a subclass.
+            return _copy_container(value)
+        vetted = self._fast_attrs.get(id(kind))
+        if vetted is not None:
+            vetted.add(name)
         return value
 
     def _dunder(self, obj: Any, name: str) -> Any:
@@ -275,19 +340,37 @@ class Policy:
         return lambda mapping: fmt.vformat(obj, (), mapping)
 
     def check_value(self, value: Any, name: str = "value") -> None:
-        if type(value) in DENIED_TYPES or id(value) in DENIED_IDS:
+        """Refuse modules, frames, code, dangerous callables and metaclasses, however found."""
+        if id(type(value)) in _DENIED_TYPE_IDS or id(value) in DENIED_IDS:
             raise _deny(name)
+        if issubclass(type(value), type) and (type(value) is not type or issubclass(value, type)):
+            raise _deny(name)  # a metaclass, or a class built by one (has_own_metaclass, inlined)
 
-    def _sandbox_owned(self, obj: Any) -> bool:
-        return isinstance(obj, MUTABLE_CONTAINERS) or self.classes.owns(obj)
+    def _sandbox_made(self, obj: Any, name: str, value: Any) -> bool:
+        """Whether container ``value`` read as ``obj.name`` belongs to the sandbox: stored on
+        a sandbox object itself or defined in a sandbox class, not inherited from a library."""
+        if not self.classes.owns(obj):
+            return False
+        try:
+            own = object.__getattribute__(obj, "__dict__")
+        except AttributeError:
+            own = {}
+        if type(own) is dict and own.get(name, _MISSING) is value:
+            return True
+        mro = type.__dict__["__mro__"].__get__(obj if isinstance(obj, type) else type(obj))
+        for cls in mro:
+            found = type.__dict__["__dict__"].__get__(cls).get(name, _MISSING)
+            if found is not _MISSING:
+                return found is value and self.classes.is_sandbox_class(cls)
+        return False
 
     # -- items, writes, iteration ----------------------------------------------------
 
     def getitem(self, obj: Any, key: Any) -> Any:
         """``_getitem_``: ``obj[key]`` for compiled code."""
-        if type(obj) in _FAST_ITEM_TYPES:
+        if id(type(obj)) in _FAST_ITEM_TYPE_IDS:
             return obj[key]
-        if type(obj) in self._proxy_types:
+        if id(type(obj)) in self._proxy_type_ids:
             raise TypeError("module objects are not subscriptable")
         value = obj[key]
         self.check_value(value, "item")
@@ -300,22 +383,22 @@ class Policy:
         raise TypeError(f"objects of type {type(obj).__name__!r} cannot be modified in the sandbox")
 
     def setattr(self, obj: Any, name: str, value: Any) -> None:
-        if type(name) is not str or name.startswith("_"):
-            raise _deny(str(name))
-        setattr(self.write(obj), name, value)
+        setattr(self.write(obj), _writable_name(name), value)
 
     def delattr(self, obj: Any, name: str) -> None:
-        if type(name) is not str or name.startswith("_"):
-            raise _deny(str(name))
-        delattr(self.write(obj), name)
+        delattr(self.write(obj), _writable_name(name))
 
     # -- imports and classes ---------------------------------------------------------
 
     def import_module(self, name: str, globals_: Any = None, locals_: Any = None,
                       fromlist: Any = (), level: int = 0) -> Any:
         """``__import__``: exact allowlisted names at level 0, answered with the proxy."""
+        if type(name) is not str:
+            raise ImportError("module names must be strings")
         if level == 0 and name in _C_LAZY_IMPORTS and name in sys.modules:
-            return sys.modules[name]
+            # C's PyImport_Import calls this hook only for its side effect and then reads
+            # sys.modules itself: answer None, so no caller ever holds the real module.
+            return None
         if level != 0 or name not in self.modules:
             raise ImportError(f"import of {name!r} is not allowed in the sandbox; "
                               f"allowed modules: {', '.join(sorted(self.modules))}")
@@ -331,8 +414,13 @@ class Policy:
     def build_class(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
         """``__metaclass__``: every ``class`` statement; registers the class as sandbox-owned."""
         for base in bases:
-            if base in self._proxy_types or id(base) in DENIED_IDS or not isinstance(base, type):
+            if not isinstance(base, type) or id(base) in self._proxy_type_ids or id(base) in DENIED_IDS:
                 raise TypeError(f"cannot subclass {base!r} in the sandbox")
+            if type(base) is not type:
+                # ABCMeta, EnumType, typing's metaclasses: the class would be built by a
+                # metaclass with hooks of its own (register, __prepare__...).
+                raise TypeError(f"cannot subclass {base.__name__!r} in the sandbox: its metaclass is "
+                                f"{type(base).__name__!r}, and only plain classes may be subclassed")
         cls = type(name, bases, namespace)
         self.classes.add(cls)
         return cls
@@ -393,9 +481,23 @@ def plain_function(method: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 
 def safe_type(obj: Any) -> Any:
-    """One-argument ``type``: the real one builds classes from a dict, skipping the class hook."""
+    """One-argument ``type``. The real one, every metaclass (``type(type(re.I))`` is
+    ``EnumType``) and every class a metaclass built (``type(re.I)``: ``Enum`` is in its
+    ``mro()``) can build classes outside the class hook; ``type()`` of such an object is
+    this function itself."""
     cls = type(obj)
-    return safe_type if cls is type else cls
+    return safe_type if is_metaclass(cls) or has_own_metaclass(cls) else cls
+
+
+_MISSING = object()
+
+
+def _copy_container(value: Any) -> Any:
+    """A shallow copy made by the builtin base type, never by a method the value's class defines."""
+    for base in MUTABLE_CONTAINERS:
+        if isinstance(value, base):
+            return base(value) if base is not collections.deque else collections.deque(value, value.maxlen)
+    raise TypeError(f"not a container: {type(value).__name__}")
 
 
 def safe_dir(*obj: Any) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from sandbox.budget import Budget, BudgetExceeded
 from sandbox.frames import DeadlineChannel, FrameError
+from sandbox.outbound import MAX_DEPTH, MAX_ERROR_CHARS
 from sandbox.redact import describe_error
 
 LIMITS = ("timeout", "memory", "output", "budget", "crash")
@@ -41,6 +42,7 @@ _BOOTSTRAP = ("import sys, types; pkg = types.ModuleType('sandbox'); pkg.__path_
               "sys.modules['sandbox'] = pkg; from sandbox.worker import main; main()")
 _START_TIMEOUT = 30.0
 _MAX_FROM_WORKER = 1 << 28  # 256 MiB: the most a worker may send the host in one frame
+_MAX_OUTPUT_SLACK = 1000  # the truncation notice the worker adds to capped output and errors
 
 
 class SandboxError(Exception):
@@ -373,8 +375,8 @@ class _CellRun:
             if reply["type"] == "result":
                 return self._result(reply)
             if reply["type"] != "call":
-                return sb._crash(self.started, "crash", "the worker broke the protocol and was killed; "
-                                                        "the REPL was restarted and its variables were lost")
+                return sb._crash(self.started, "crash", "crash limit: the worker broke the protocol and was "
+                                                        "killed; the REPL was restarted and its variables were lost")
             header = self._call_tool(reply)
 
     def _call_tool(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -420,10 +422,15 @@ class _CellRun:
 
     def _result(self, reply: dict[str, Any]) -> CellResult:
         limit = reply.get("limit")
-        output, error = reply.get("output"), reply.get("error")
-        if limit not in (None, *LIMITS) or not isinstance(output, str) or not isinstance(error, (str, type(None))):
-            return self.sb._crash(self.started, "crash", "the worker sent a malformed result and was killed")
-        return CellResult(output=output, error=error, final=reply.get("final"),
+        output, error, final = reply.get("output"), reply.get("error"), reply.get("final")
+        # The host does not trust the worker's own caps: a worker the policy lost could
+        # send any text or a value nested deep enough to overflow the host's stack.
+        if limit not in (None, *LIMITS) or not isinstance(output, str) or not isinstance(error, (str, type(None))) \
+                or len(output) > _MAX_OUTPUT_SLACK + 2 * self.sb.max_output_chars \
+                or len(error or "") > _MAX_OUTPUT_SLACK + MAX_ERROR_CHARS or _nesting(final) > MAX_DEPTH:
+            return self.sb._crash(self.started, "crash", "crash limit: the worker sent a malformed result and "
+                                                         "was killed; the REPL was restarted")
+        return CellResult(output=output, error=error, final=final,
                           has_final=bool(reply.get("has_final")), limit=limit,
                           seconds=time.monotonic() - self.started,
                           stopped_by=(self.budget_cap or "max_seconds") if limit == "budget" else None)
@@ -437,13 +444,32 @@ class _CellRun:
 
     def _died(self) -> CellResult:
         proc = self.sb._proc
-        code = proc.wait(timeout=5) if proc is not None else None
+        try:
+            code = proc.wait(timeout=1.0) if proc is not None else None
+        except subprocess.TimeoutExpired:  # it closed the channel or broke the protocol, but still runs
+            return self.sb._crash(self.started, "crash", "crash limit: the worker broke the protocol and was "
+                                                         "killed; the REPL was restarted and its variables were lost")
         how = (f"signal {signal.Signals(-code).name}" if isinstance(code, int) and code < 0
                else f"exit code {code}")
         hint = " (likely C stack exhaustion from deep nesting)" if code == -signal.SIGSEGV else ""
         return self.sb._crash(self.started, "crash", f"crash limit: the worker process died ({how}){hint}; "
                                                      "it was restarted, variables created by code were lost "
                                                      "(variables set by the host were restored)")
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (iterative: the host's stack is not the limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

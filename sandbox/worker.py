@@ -9,8 +9,8 @@ functions are reached by writing a ``call`` frame and waiting for the reply.
 
 from __future__ import annotations
 
+import gc
 import importlib
-import json
 import os
 import resource
 import signal
@@ -20,14 +20,20 @@ import traceback
 from typing import Any
 
 from sandbox.compiler import CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
-from sandbox.frames import BlockingChannel, FrameError
+from sandbox.frames import BlockingChannel, FrameError, encode_header
 from sandbox.guards import Policy, plain_function
+from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 
 UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
 _THIS_FILE = __file__
-_MAX_MESSAGE = 2000
+MAX_FINAL_CHARS = 2_000_000  # the largest answer FINAL/SUBMIT hands the host
+_MAX_ARGUMENT_CHARS = 1 << 27  # host-function arguments: below the host's 256 MiB frame cap
+_MAX_VARIABLE_CHARS = 1 << 27
+# Sandbox code may run outside a cell (a value the host asks for has a custom items());
+# it runs under this clock, never without one.
+HOUSEKEEPING_SECONDS = 5.0
 
 # Exception types a host-function error may be re-raised as inside the sandbox.
 _HOST_ERROR_TYPES = {e.__name__: e for e in (TypeError, ValueError, KeyError, RuntimeError,
@@ -46,8 +52,8 @@ class CellStop(BaseException):
 class OutputBuffer:
     """Printed text of one cell: keeps the head and the tail, counts what was cut.
 
-    Stops the cell once more than ``flood_chars`` have been printed in total, so a
-    print loop cannot run until the timeout just to be thrown away.
+    Reports when more than ``flood_chars`` have been printed in total, so the worker
+    stops a print loop instead of letting it run until the timeout.
     """
 
     def __init__(self, max_chars: int, flood_chars: int):
@@ -60,7 +66,8 @@ class OutputBuffer:
         self._tail_len = 0
         self.total = 0
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> bool:
+        """Keep ``text`` (an exact str); True once the cell has printed more than the flood cap."""
         self.total += len(text)
         if self._head_len < self._half:
             take = text[: self._half - self._head_len]
@@ -73,21 +80,21 @@ class OutputBuffer:
             if self._tail_len > 2 * max(self._max - self._half, 1):
                 joined = "".join(self._tail)[-(self._max - self._half):]
                 self._tail, self._tail_len = [joined], len(joined)
-        if self.total > self._flood:
-            raise CellStop("output", f"output limit: the cell printed more than {self._flood:,} characters "
-                                     "and was stopped; print summaries or slices instead")
+        return self.total > self._flood
 
     def render(self) -> str:
         head = "".join(self._head)
         tail = "".join(self._tail)
         if self.total <= self._max:
-            return head + tail
+            return clean_text(head + tail)
         tail = tail[-(self._max - self._half):] if self._max > self._half else ""
         cut = self.total - len(head) - len(tail)
-        return f"{head}\n... [{cut:,} characters truncated of {self.total:,}] ...\n{tail}"
+        return clean_text(f"{head}\n... [{cut:,} characters truncated of {self.total:,}] ...\n{tail}")
 
 
 class Worker:
+    """One sandbox namespace and the clock that bounds every moment its code runs."""
+
     def __init__(self, channel: BlockingChannel, config: dict[str, Any]):
         self.channel = channel
         self.max_output_chars = int(config["max_output_chars"])
@@ -96,15 +103,19 @@ class Worker:
         self.namespace: dict[str, Any] = self.policy.globals()
         self.reserved: dict[str, Any] = {}
         self.submit_fields: list[str] | None = None
+        # Values the sandbox made that the host displaced between cells: freed at the
+        # start of the next cell, under its clock, so a finalizer never runs unclocked.
+        self.graveyard: list[Any] = []
         self.configure(config)
         self.cell_count = 0
         self.sources: dict[str, list[str]] = {}
+        self.running = False
         self._reset_cell_state(timeout_limit="timeout")
 
     def configure(self, config: dict[str, Any]) -> None:
         """(Re)define the names the host provides: tools, and SUBMIT's output fields."""
         for name in self.reserved:
-            self.namespace.pop(name, None)
+            self.graveyard.append(self.namespace.pop(name, None))
         self.submit_fields = config.get("submit_fields")
         self.reserved = {
             CHECK_STOP: self.check_stop, IMPORT_FROM: self.policy.import_from, SHOW: self.show,
@@ -117,38 +128,67 @@ class Worker:
     def _reset_cell_state(self, timeout_limit: str) -> None:
         self.out = OutputBuffer(self.max_output_chars, self.flood_chars)
         self.stop: CellStop | None = None
-        self.running = False
         self.in_host_call = False
         self.expired = False
         self.timeout_limit = timeout_limit
         self.has_final = False
         self.final_value: Any = None
 
+    # -- the clock ---------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        """Start the clock: from here on sandbox code may run, and the alarm may stop it."""
+        self.running = True
+        gc.enable()  # cyclic garbage (and its finalizers) is collected only while the clock runs
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.05)
+
+    def _disarm(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        gc.disable()
+        self.running = False
+
     # -- names the sandbox sees ------------------------------------------------------
 
     def print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
               flush: bool = False) -> None:
-        text = (" " if sep is None else sep).join(str(a) for a in args) + ("\n" if end is None else end)
+        for what, value in (("sep", sep), ("end", end)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{what} must be None or a string, not {type(value).__name__}")
+        # Exact strs only: a str subclass's join/__add__ could hand the buffer anything.
+        sep = " " if sep is None else str.__str__(sep)
+        end = "\n" if end is None else str.__str__(end)
+        text = sep.join([str.__str__(str(a)) for a in args]) + end
         if file is None:
-            self.out.write(text)
+            self._write(text)
         else:
             self.policy.getattr(file, "write")(text)
 
     def show(self, value: Any) -> None:
         if value is not None:
-            self.out.write(repr(value) + "\n")
+            self._write(str.__str__(repr(value)) + "\n")
+
+    def _write(self, text: str) -> None:
+        if self.out.write(text):
+            raise self._halt("output", f"output limit: the cell printed more than {self.flood_chars:,} "
+                                       "characters and was stopped; print summaries or slices instead")
 
     def check_stop(self) -> None:
         if self.stop is not None:
             raise CellStop(self.stop.reason, self.stop.message)
 
     def _halt(self, reason: str, message: str) -> CellStop:
+        """Record why the cell ends (the only record the worker trusts) and make the error to raise."""
         self.stop = CellStop(reason, message)
         return CellStop(reason, message)
 
     def final(self, value: Any) -> None:
         """FINAL(value): end the cell and hand ``value`` to the host as the answer."""
-        self.has_final, self.final_value = True, _json_or_str(value)
+        try:
+            plain = to_plain(value, max_chars=MAX_FINAL_CHARS, strict=False)
+        except NotPlain as exc:
+            raise ValueError(f"FINAL: the answer cannot be returned because {exc}; "
+                             "return something smaller, e.g. a summary or the first items") from None
+        self.has_final, self.final_value = True, plain
         raise self._halt("final", "FINAL was called")
 
     def submit(self, *args: Any, **kwargs: Any) -> None:
@@ -171,11 +211,12 @@ class Worker:
         missing = [f for f in fields if f not in values]
         if missing:
             raise TypeError(f"{usage}: missing {', '.join(missing)}")
-        self.final({key: _json_or_str(value) for key, value in values.items()})
+        self.final(values)
 
     def final_var(self, name: Any) -> None:
         """FINAL_VAR(name): FINAL with the value of the variable called ``name``."""
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        # An exact str: a subclass's __eq__/startswith could name '__builtins__'.
+        if type(name) is not str or not name.isidentifier() or name.startswith("_"):
             raise ValueError("FINAL_VAR expects the name of a variable as a string, e.g. FINAL_VAR('answer')")
         if name not in self.namespace or name in self.reserved:
             raise NameError(f"FINAL_VAR: no variable named {name!r}")
@@ -188,27 +229,35 @@ class Worker:
         return tool
 
     def call_host(self, name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        # Encoded once, here, while the clock runs: the frame that is sent is exactly what
+        # was checked, and no user code (a dict subclass's items()) runs once the clock stops.
         try:
-            header = {"type": "call", "name": name, "args": list(args), "kwargs": kwargs}
-            json.dumps(header)
-        except (TypeError, ValueError) as exc:
+            request = encode_header({"type": "call", "name": name,
+                                     "args": to_plain(args, max_chars=_MAX_ARGUMENT_CHARS, strict=True),
+                                     "kwargs": to_plain(kwargs, max_chars=_MAX_ARGUMENT_CHARS, strict=True)})
+        except NotPlain as exc:
             raise TypeError(f"{name}(): arguments must be JSON values (str, int, float, bool, None, "
-                            f"lists, dicts with str keys): {exc}") from None
+                            f"lists, dicts with str keys), and {exc}") from None
         # The cell's clock pauses while the host works; the host bounds that time itself
         # and sends back how much the cell has left (and which limit that is).
         self.in_host_call = True
         signal.setitimer(signal.ITIMER_REAL, 0)
+        left = 0.0
         try:
-            self.channel.write(header)
+            self.channel.write_encoded(request)
             reply, _ = self.channel.read()
+            left = float(reply.get("timeout", 0))
+        except (FrameError, OSError):
+            os._exit(3)  # the host is gone: there is nobody left to serve
         finally:
             self.in_host_call = False
+            # Whatever happened above, the cell never goes on without a clock.
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), 0.05)
         if reply.get("stop"):
             raise self._halt(str(reply["stop"]), str(reply.get("message", "")))
         self.timeout_limit = str(reply.get("timeout_limit", self.timeout_limit))
-        if self.expired or float(reply.get("timeout", 0)) <= 0:
+        if self.expired or left <= 0:
             raise self._halt(self.timeout_limit, self._timeout_message())
-        signal.setitimer(signal.ITIMER_REAL, float(reply["timeout"]), 0.05)
         if "error" in reply:
             error = reply["error"]
             raise _HOST_ERROR_TYPES.get(error.get("type"), RuntimeError)(str(error.get("message", "")))
@@ -231,33 +280,45 @@ class Worker:
         raise self._halt(self.timeout_limit, self._timeout_message())
 
     def execute(self, code: str, timeout: float, timeout_limit: str) -> dict[str, Any]:
-        self._reset_cell_state(timeout_limit)
         self.cell_count += 1
         filename = f"<cell {self.cell_count}>"
         started = time.monotonic()
-        error = limit = None
+        self._reset_cell_state(timeout_limit)  # frees only the worker's own, plain values
         try:
             compiled = compile_cell(code, filename)
         except SyntaxError as exc:
-            return self._result(error=f"SyntaxError: {exc}", started=started)
+            return self._result(error=clean_text(f"SyntaxError: {exc}"), started=started)
+        except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
+            return self._result(error=clean_text(f"SyntaxError: the cell cannot be compiled: "
+                                                 f"{type(exc).__name__}: {cap(str(exc), 200)}"), started=started)
         self.sources[filename] = code.splitlines()
-        self.namespace.update(self.reserved)
+        self._arm(timeout)
         try:
-            try:
-                self.running = True
-                signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.001), 0.05)
-                exec(compiled, self.namespace)
-            finally:
-                self.running = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except CellStop as stop:
-            if stop.reason != "final":
-                limit, error = stop.reason, stop.message
-        except MemoryError:
-            limit, error = "memory", "memory limit: the cell ran out of memory (MemoryError); variables kept"
-        except BaseException as exc:  # noqa: BLE001 - anything the cell raised is its error
-            error = self._format_error(exc)
+            error = self._run(compiled)
+        finally:
+            self._disarm()
+        limit = None
+        if self.stop is not None:  # the worker's own record decides, never the exception object
+            limit, error = (None, None) if self.stop.reason == "final" else (self.stop.reason, self.stop.message)
         return self._result(error=error, limit=limit, started=started)
+
+    def _run(self, compiled: Any) -> str | None:
+        """Run a compiled cell under the armed clock; its error text, if it raised one."""
+        self.graveyard.clear()
+        for name, value in self.reserved.items():
+            current = self.namespace.get(name)
+            if current is not value:
+                self.namespace[name] = value  # a cell's own binding of the name is dropped here, clocked
+        del current
+        try:
+            exec(compiled, self.namespace)
+        except MemoryError:
+            if self.stop is None:
+                self._halt("memory", "memory limit: the cell ran out of memory (MemoryError); variables kept")
+        except BaseException as exc:  # noqa: BLE001 - anything the cell raised is its error
+            if self.stop is None:
+                return self._format_error(exc)
+        return None
 
     def _result(self, *, error: str | None, started: float, limit: str | None = None) -> dict[str, Any]:
         return {"type": "result", "output": self.out.render(), "error": error, "limit": limit,
@@ -265,21 +326,18 @@ class Worker:
                 "seconds": time.monotonic() - started}
 
     def _format_error(self, exc: BaseException) -> str:
-        lines = []
-        for frame, lineno in traceback.walk_tb(exc.__traceback__):
-            filename = frame.f_code.co_filename
-            if filename in self.sources:
-                source = self.sources[filename]
-                text = source[lineno - 1].strip() if 0 < lineno <= len(source) else ""
-                lines.append(f'  {filename}, line {lineno}, in {frame.f_code.co_name}\n    {text}')
+        entries = [(frame.f_code.co_filename, lineno, frame.f_code.co_name)
+                   for frame, lineno in traceback.walk_tb(exc.__traceback__)
+                   if frame.f_code.co_filename in self.sources]
         try:
-            message = str(exc)
-        except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error
+            message = str(exc)  # may run the sandbox's __str__: the clock is still armed
+        except BaseException:  # noqa: BLE001 - a broken (or stopped) __str__ must not hide the error
             message = "<unprintable message>"
-        if len(message) > _MAX_MESSAGE:
-            message = message[:_MAX_MESSAGE] + f"... [{len(message) - _MAX_MESSAGE:,} characters cut]"
-        head = ["Traceback (most recent call last):", *lines] if lines else []
-        return "\n".join([*head, f"{type(exc).__name__}: {message}"])
+        return format_error(entries, self._source_line, type(exc).__name__, message)
+
+    def _source_line(self, filename: str, lineno: int) -> str:
+        source = self.sources.get(filename, [])
+        return source[lineno - 1].strip() if 0 < lineno <= len(source) else ""
 
     # -- variables -------------------------------------------------------------------
 
@@ -289,6 +347,8 @@ class Worker:
             value: Any = payload.decode("utf-8") if payload is not None else ""  # the only copy made here
         else:
             value = header.get("value")
+        if name in self.namespace:
+            self.graveyard.append(self.namespace[name])
         self.namespace[name] = value
         return {"type": "ok"}
 
@@ -297,13 +357,20 @@ class Worker:
             return {"type": "error", "message": f"no variable named {name!r}"}, None
         value = self.namespace[name]
         if isinstance(value, str):
-            return {"type": "value", "encoding": "str"}, value.encode("utf-8")
+            return {"type": "value", "encoding": "str"}, clean_text(value).encode("utf-8")
+        self._reset_cell_state("timeout")
+        self._arm(HOUSEKEEPING_SECONDS)  # to_plain may call the value's own methods
         try:
-            json.dumps(value)
-        except (TypeError, ValueError):
+            plain = to_plain(value, max_chars=_MAX_VARIABLE_CHARS, strict=True)
+        except NotPlain as exc:
             return {"type": "error", "message": f"variable {name!r} holds a {type(value).__name__}, "
-                                                "which is not JSON-serializable"}, None
-        return {"type": "value", "encoding": "json", "value": value}, None
+                                                f"which is not JSON-serializable ({exc})"}, None
+        except CellStop:
+            return {"type": "error", "message": f"reading variable {name!r} took more than "
+                                                f"{HOUSEKEEPING_SECONDS:g} s"}, None
+        finally:
+            self._disarm()
+        return {"type": "value", "encoding": "json", "value": plain}, None
 
     def serve(self) -> None:
         while True:
@@ -329,14 +396,6 @@ class Worker:
                 self.channel.write({"type": "value", "encoding": "json", "value": names})
             else:
                 return
-
-
-def _json_or_str(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
 
 
 def apply_limits(memory_limit_mb: int, drop_privileges: bool) -> None:
@@ -369,8 +428,11 @@ def main() -> None:
     worker = Worker(channel, header)
     signal.signal(signal.SIGALRM, worker.on_alarm)
     apply_limits(int(header["memory_limit_mb"]), bool(header["drop_privileges"]))
+    gc.disable()  # see Worker._arm
     channel.write({"type": "ready", "pid": os.getpid()})
     worker.serve()
+    # Skip interpreter finalization: it would run the sandbox's finalizers with no clock.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,315 @@
+"""Our own attacks, several shapes per family found against the policy (see the sandbox issue).
+
+Each family's defence is named in the test's docstring; removing it makes the
+test fail (the closing note of the sandbox issue lists the mutations tried).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from sandbox import Sandbox
+from sandbox.guards import Policy
+from sandbox.outbound import MAX_ERROR_CHARS
+
+
+@pytest.fixture(scope="module")
+def sb():
+    with Sandbox(timeout=2.0, kill_grace=1.0, drop_privileges=False) as sandbox:
+        yield sandbox
+
+
+def blocked(sb: Sandbox, code: str) -> str:
+    """Run ``code``; it must fail with an ordinary error, no restart, and the REPL must go on."""
+    sb.execute("canary = 'alive'")
+    result = sb.execute(code)
+    assert result.error, f"expected an error, got output {result.output!r}"
+    assert result.limit is None and not result.restarted, result
+    assert sb.execute("print(canary)").output == "alive\n"
+    return result.error
+
+
+def stopped(sb: Sandbox, code: str, limit: str) -> str:
+    """Run ``code``; the named limit must stop it within bounds, without killing the worker."""
+    sb.execute("canary = 'alive'")
+    began = time.monotonic()
+    result = sb.execute(code)
+    assert result.limit == limit, result
+    assert f"{limit} limit" in result.error
+    assert not result.restarted, "the soft stop must hold; the worker was killed instead"
+    assert time.monotonic() - began < 10
+    assert sb.execute("print(canary)").output == "alive\n"
+    return result.error
+
+
+# -- 1. metaclasses ---------------------------------------------------------------------
+
+METACLASS_ESCAPES = {
+    "enum_metaclass_three_args": "import re\nE = type(type(re.I))\nE('X', (), {'__getattr__': print})",
+    "type_of_enum_class_is_not_its_metaclass": "import re\nT = type(re.I)\nprint(type(T) is T)\nT.mro()",
+    "mro_hands_out_type": "import re\nfor c in type(type(re.I)).mro():\n    c('X', (), {})",
+    "enum_functional_api": "import re\nfor c in type(re.I).mro():\n    c('X', {'__init__': print})",
+    "abcmeta_through_typing_base": "import typing\nclass A(typing.Mapping):\n    pass\ntype(A)('B', (), {})",
+    "any_metaclass": "import typing\nM = type(typing.Any)\nM('X', (), {})",
+    "any_mro": "import typing\ntyping.Any.mro()",
+    "subclass_enum_class": "import re\nclass F(type(re.I)):\n    pass",
+}
+
+
+@pytest.mark.parametrize("code", METACLASS_ESCAPES.values(), ids=METACLASS_ESCAPES.keys())
+def test_no_metaclass_reaches_the_sandbox(sb, code):
+    """safe_type/check_value refuse metaclasses and classes a metaclass built; build_class refuses
+    bases with a metaclass of their own."""
+    blocked(sb, code)
+
+
+def test_type_still_answers_for_plain_objects(sb):
+    out = sb.execute("class A:\n    pass\nprint(type(A()).__name__, type(1) is int, type(A) is type)").output
+    assert out == "A True True\n"
+
+
+# -- 2. guard decisions never run sandbox code --------------------------------------------
+
+POSING_NAME = ("class S(str):\n    def __hash__(self):\n        return hash('upper')\n"
+               "    def __eq__(self, other):\n        return True\n")
+
+
+@pytest.mark.parametrize("use", [
+    "'x'.upper\nprint(getattr(print, S('__self__')))",
+    "'x'.upper\nprint(getattr('x', S('__class__')))",
+    "[].append\nprint(hasattr([], S('__class__')) or getattr([], S('__class__')))",
+    "class A:\n    pass\nsetattr(A, S('__init_subclass__'), print)",
+    "FINAL_VAR(S('__builtins__'))",
+])
+def test_a_str_subclass_cannot_pose_as_a_vetted_name(sb, use):
+    """Policy.getattr checks ``type(name) is str`` before any lookup hashes the name."""
+    result = sb.execute(POSING_NAME + use)
+    assert result.error and not result.output and not result.has_final, result
+    assert "must be a string" in result.error or "FINAL_VAR expects" in result.error
+
+
+def test_guard_cache_is_keyed_by_builtin_type_identity():
+    policy = Policy(print)
+    assert policy.getattr("x", "upper")() == "X"
+    assert all(isinstance(key, int) for key in policy._fast_attrs)  # ids, never objects the sandbox made
+
+
+# -- 3. the soft stop cannot be swallowed or forged --------------------------------------
+
+@pytest.mark.parametrize("code", [
+    "while True:\n    try:\n        pass\n    finally:\n        continue",
+    "while True:\n    try:\n        while True:\n            pass\n    finally:\n        continue",
+    "def f():\n    try:\n        while True:\n            pass\n    finally:\n        return 1\nwhile True:\n    f()",
+    "for i in range(10**9):\n    try:\n        try:\n            pass\n        except BaseException:\n            pass\n"
+    "    finally:\n        pass",
+    "def g():\n    while True:\n        try:\n            yield 1\n        finally:\n            continue\nfor x in g():\n    pass",
+])
+def test_finally_cannot_discard_a_timeout(sb, code):
+    """compile_cell puts a stop check at the top of every finally block."""
+    stopped(sb, code, "timeout")
+
+
+def test_output_stop_cannot_be_caught_and_reraised_with_another_reason(sb):
+    """The output stop goes through the halt path; the worker trusts only its own record."""
+    code = ("try:\n    while True:\n        print('x' * 100000)\nexcept BaseException as e:\n"
+            "    raise type(e)('final', 'forged')")
+    error = stopped(sb, code, "output")
+    result = sb.execute("try:\n    while True:\n        print('x' * 100000)\nfinally:\n    FINAL('forged')")
+    assert result.limit == "output" and not result.has_final and "forged" not in error
+
+
+def test_a_failed_host_call_leaves_the_clock_running():
+    """call_host encodes its request before stopping the clock, and re-arms it in ``finally``."""
+    with Sandbox(tools={"ask": lambda x: x}, timeout=1.0, drop_privileges=False) as box:
+        code = "try:\n    ask({1, 2})\nexcept TypeError:\n    pass\nwhile True:\n    pass"
+        result = box.execute(code)
+        assert result.limit == "timeout" and not result.restarted, result
+
+
+# -- 4. sandbox code never runs without a clock -------------------------------------------
+
+def test_str_of_the_raised_error_runs_under_the_clock(sb):
+    code = "class E(Exception):\n    def __str__(self):\n        while True:\n            pass\nraise E()"
+    stopped(sb, code, "timeout")
+
+
+def test_repr_of_a_final_value_runs_under_the_clock(sb):
+    code = "class A:\n    def __repr__(self):\n        while True:\n            pass\nFINAL(A())"
+    stopped(sb, code, "timeout")
+
+
+def test_overridden_container_methods_are_never_called_to_encode(sb):
+    code = ("class D(dict):\n    def items(self):\n        while True:\n            pass\n"
+            "    def keys(self):\n        while True:\n            pass\n"
+            "class L(list):\n    def __iter__(self):\n        while True:\n            pass\n"
+            "class T(str):\n    def __str__(self):\n        while True:\n            pass\n"
+            "d = D(a=L([1, T('t')]))\nFINAL(d)")
+    result = sb.execute(code)
+    assert result.error is None and result.final == {"a": [1, "t"]}
+    assert sb.get_variable("d") == {"a": [1, "t"]}
+
+
+def test_a_finalizer_the_host_displaces_runs_in_the_next_cell_under_its_clock(sb):
+    sb.execute("def g():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+               "held = g()\nnext(held)")
+    sb.set_variable("held", "replaced by the host")  # drops the generator: its finally must not run here
+    assert sb.get_variable("held") == "replaced by the host"  # the worker still answers at once
+    result = sb.execute("print('next cell')")
+    assert result.limit == "timeout" and not result.restarted, result
+    assert sb.execute("print(held)").output == "replaced by the host\n"
+
+
+def test_a_finalizer_dropped_by_a_cell_is_bounded_by_that_cell(sb):
+    sb.execute("def g():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+               "held = g()\nnext(held)")
+    stopped(sb, "held = None", "timeout")
+
+
+# -- 5. frames: nothing a cell makes can break encoding -----------------------------------
+
+@pytest.mark.parametrize("code,check", [
+    ("import json\nFINAL(json.loads('\"a\\\\ud800b\"'))", lambda r: r.final == "a?b"),
+    ("import json\nprint(json.loads('\"\\\\udc80\"'))", lambda r: r.output == "?\n"),
+    ("import json\nraise ValueError(json.loads('\"\\\\ud800\"'))", lambda r: "ValueError: ?" in r.error),
+    ("import json\nFINAL({json.loads('\"\\\\ud800\"'): [json.loads('\"\\\\udfff\"')]})",
+     lambda r: r.final == {"?": ["?"]}),
+])
+def test_lone_surrogates_cross_as_replacement_characters(sb, code, check):
+    result = sb.execute(code)
+    assert not result.restarted and check(result), result
+
+
+def test_lone_surrogates_in_a_variable_and_a_host_call():
+    seen = []
+    with Sandbox(tools={"ask": lambda x: seen.append(x) or "ok"}, drop_privileges=False) as box:
+        result = box.execute("import json\ns = json.loads('\"\\\\ud800\"')\nprint(ask(s))")
+        assert result.output == "ok\n" and seen == ["?"]
+        assert box.get_variable("s") == "?"
+
+
+DEEP_FRAME_WORKER = """
+import os, struct, json
+def read():
+    n = struct.unpack('>I', os.read(0, 4))[0]
+    data = b''
+    while len(data) < n:
+        data += os.read(0, n - len(data))
+    return json.loads(data)
+def send(body):
+    os.write(1, struct.pack('>I', len(body)) + body)
+read()
+send(json.dumps({'type': 'ready'}).encode())
+while True:
+    read()
+    send(b'{"type": "result", "output": "", "error": null, "final": ' + b'[' * 100000 + b']' * 100000 + b'}')
+"""
+
+
+def test_a_frame_nested_past_the_hosts_stack_is_a_crash_not_an_exception(monkeypatch):
+    from sandbox import repl
+    monkeypatch.setattr(repl, "_BOOTSTRAP", DEEP_FRAME_WORKER)
+    with Sandbox(drop_privileges=False) as box:
+        for _ in range(2):  # the bad bytes are not parsed again
+            result = box.execute("1")
+            assert result.limit == "crash" and result.restarted
+
+
+def test_a_final_value_too_deep_or_too_large_is_refused_in_the_cell(sb):
+    deep = sb.execute("x = []\nfor i in range(985):\n    x = [x]\nFINAL(x)")
+    assert not deep.has_final and "nested deeper than 100 levels" in deep.error and not deep.restarted
+    big = sb.execute("FINAL('x' * 45_000_000)")
+    assert not big.has_final and "larger than" in big.error and not big.restarted
+    assert sb.execute("x = []\nfor i in range(50):\n    x = [x]\nFINAL(x)").has_final
+
+
+# -- 6. error text is bounded -----------------------------------------------------------
+
+@pytest.mark.parametrize("code", [
+    "def f():\n    f()\nf()",
+    "def a():\n    b()\ndef b():\n    a()\na()",
+    "raise ValueError('x' * 10**7)",
+    "y = " + "q" * 200_000,
+    "\n".join(f"_v{i} = {i}" for i in range(5000)),
+    "x = 1 +\n" + "y" * 100_000,
+    "[" * 300 + "]" * 300,
+])
+def test_error_text_is_capped(sb, code):
+    """Traceback entries collapse, long tracebacks are elided, every line and message is capped."""
+    result = sb.execute(code)
+    assert result.error and len(result.error) <= MAX_ERROR_CHARS + 200, len(result.error or "")
+
+
+def test_a_recursion_traceback_collapses_repeats_as_cpython_does(sb):
+    error = sb.execute("def f():\n    f()\nf()").error
+    assert "[Previous line repeated" in error and error.endswith("maximum recursion depth exceeded")
+
+
+# -- 7. imports and shared state ---------------------------------------------------------
+
+def test_the_lazy_c_import_hook_never_hands_out_the_module():
+    """Policy.import_module answers None for C's lazy imports: PyImport_Import reads sys.modules."""
+    import _strptime  # noqa: F401 - loaded, as the worker preloads it
+    assert Policy(print).import_module("_strptime") is None
+
+
+def test_strptime_still_works_through_the_lazy_import(sb):
+    result = sb.execute("import datetime, time\nprint(datetime.datetime.strptime('2024-03-04', '%Y-%m-%d').day, "
+                        "time.strptime('2024', '%Y').tm_year)")
+    assert result.output == "4 2024\n", result
+
+
+@pytest.mark.parametrize("code", [
+    "import textwrap\nclass T(textwrap.TextWrapper):\n    pass\nT().unicode_whitespace_trans[65] = 'Z'",
+    "import textwrap\nclass T(textwrap.TextWrapper):\n    pass\nT.unicode_whitespace_trans[65] = 'Z'",
+    "import textwrap\nclass T(textwrap.TextWrapper):\n    def poison(self):\n        self.unicode_whitespace_trans[65] = 'Z'\n"
+    "T().poison()",
+])
+def test_a_subclass_of_a_library_class_gets_copies_of_its_tables(sb, code):
+    """Containers inherited from a library class come back as copies, also through a subclass."""
+    sb.execute(code)
+    assert sb.execute("import textwrap\nprint(textwrap.fill('AAA'))").output == "AAA\n"
+
+
+def test_own_containers_of_sandbox_objects_are_not_copied(sb):
+    code = ("class A:\n    table = {}\n    def __init__(self):\n        self.items = []\n"
+            "a = A()\na.items.append(1)\nA.table['k'] = 2\nprint(a.items, A.table, a.table)")
+    assert sb.execute(code).output == "[1] {'k': 2} {'k': 2}\n"
+
+
+@pytest.mark.parametrize("code", [
+    "import typing\ntyping.Mapping.register(int)",
+    "import typing\ntyping.List.copy_with((int,))",
+    "from typing import Sequence\nSequence.register(int)",
+    "import typing\nprint(typing.Iterable.mro)",
+])
+def test_typing_aliases_do_not_forward_to_collections_abc(sb, code):
+    blocked(sb, code)
+
+
+def test_typing_still_works_in_annotations(sb):
+    code = ("from typing import List, Dict, Optional, Any\n"
+            "def f(x: List[int], y: Optional[Dict[str, Any]] = None) -> int:\n    return len(x)\nprint(f([1, 2]))")
+    assert sb.execute(code).output == "2\n"
+
+
+def test_attribute_error_does_not_carry_the_object_looked_at(sb):
+    blocked(sb, "import datetime\ntry:\n    datetime.date.today().nope\nexcept AttributeError as e:\n    print(e.obj)")
+
+
+# -- 8. the host survives what a cell returns -------------------------------------------
+
+def test_host_refuses_a_result_nested_past_its_limit(monkeypatch):
+    from sandbox import repl
+    worker = DEEP_FRAME_WORKER.replace("b'[' * 100000 + b']' * 100000", "b'[' * 150 + b']' * 150")
+    monkeypatch.setattr(repl, "_BOOTSTRAP", worker)
+    with Sandbox(drop_privileges=False) as box:
+        assert box.execute("1").limit == "crash"
+
+
+def test_final_values_cross_as_plain_json(sb):
+    result = sb.execute("import collections\nFINAL({'c': collections.Counter('aab'), 't': (1, 2), 's': {3}})")
+    assert result.final == {"c": {"a": 2, "b": 1}, "t": [1, 2], "s": "{3}"}
+    assert json.loads(json.dumps(result.final)) == result.final
