@@ -4,7 +4,8 @@ On top of RestrictedPython's own checks (no ``_`` names, no exec/eval, guarded
 attribute, item, write and iteration operations) this policy:
 
 - allows ``d[k] += v`` and ``o.a += v`` by rewriting them into guarded reads and
-  writes through temporaries, so each sub-expression is evaluated once;
+  writes through temporaries, so each sub-expression is evaluated once, and
+  compiles ``n += v`` natively;
 - allows ``x: T = v`` (the annotation is dropped, never evaluated);
 - leaves ``print`` a plain builtin so output inside functions is not lost;
 - rewrites ``from m import a`` into a guarded helper call, because the
@@ -97,7 +98,10 @@ class CellPolicy(RestrictingNodeTransformer):
 
     def visit_AugAssign(self, node: ast.AugAssign):
         if isinstance(node.target, ast.Name):
-            return super().visit_AugAssign(node)
+            # ``n += 1`` runs natively: the policy's in-place hook would only call
+            # operator.iadd, and an in-place operator changes no more than the value's
+            # own methods (``x.append``) already may.
+            return self.node_contents_visit(node)
         op = ast.Constant(IOPERATOR_TO_STR[type(node.op)])
         target = node.target
         obj_tmp = self.gen_tmp_name()

@@ -89,17 +89,17 @@ MUTABLE_CONTAINERS = (list, dict, set, bytearray, collections.deque)
 
 # Types whose public attributes are plain methods or numbers: no value check needed.
 # Builtin types live as long as the worker, so their ids never get reused.
-_FAST_ATTR_TYPES = (
+_FAST_ATTR_TYPES = frozenset((
     str, bytes, int, float, complex, bool, type(None), list, dict, set, frozenset,
     tuple, range, slice, bytearray, collections.Counter, collections.defaultdict,
     collections.OrderedDict, collections.deque,
-)
-_FAST_ITEM_TYPE_IDS = frozenset(id(t) for t in (dict, list, tuple, str, bytes, range, collections.Counter,
-                                                collections.defaultdict, collections.OrderedDict))
+))
+_FAST_ITEM_TYPES = frozenset({dict, list, tuple, str, bytes, range, collections.Counter,
+                              collections.defaultdict, collections.OrderedDict})
 
 # Attributes refused on instances of one builtin type: AttributeError.obj is the
 # object a failed lookup looked at, often a library's internals (a real module).
-_DENIED_INSTANCE_ATTRIBUTES = {AttributeError: frozenset({"obj"})}
+_DENIED_INSTANCE_ATTRIBUTES = {id(AttributeError): frozenset({"obj"})}
 
 
 def _typing_internal_types() -> frozenset[int]:
@@ -242,11 +242,13 @@ class Policy:
 
     def __init__(self, print_fn: Callable[..., None]):
         self.classes = SandboxClasses()
-        # id(builtin type) -> exact-str names already vetted on it (see getattr)
-        self._fast_attrs: dict[int, set[str]] = {id(t): set() for t in _FAST_ATTR_TYPES}
+        # (builtin type, exact-str name) pairs already vetted (see _fast_getattr)
+        self._fast_attrs: set[tuple[type, str]] = set()
         self.modules = {name: make_module_proxy(name, self._vet_module(build()))
                         for name, build in _MODULE_ALLOWLIST.items()}
         self._proxy_type_ids = frozenset(id(type(p)) for p in self.modules.values())
+        self.getattr = _fast_getattr(self._fast_attrs, self._getattr_slow)
+        self.getitem = _fast_getitem(self._getitem_slow)
         self._formatter = _GuardedFormatter(self)
         self._print = print_fn
 
@@ -261,16 +263,6 @@ class Policy:
 
     # -- attribute access ------------------------------------------------------------
 
-    def getattr(self, obj: Any, name: str) -> Any:
-        """``_getattr_``: ``obj.name`` for compiled code."""
-        # The name must be an exact str before any lookup hashes it: a str subclass
-        # with its own __hash__/__eq__ could pose as a vetted name ("upper") and be
-        # read raw as another ("__self__").
-        if type(name) is str:
-            vetted = self._fast_attrs.get(id(type(obj)))
-            if vetted is not None and name in vetted:
-                return getattr(obj, name)
-        return self._getattr_slow(obj, name)
 
     def getattr_builtin(self, obj: Any, name: str, *default: Any) -> Any:
         """The sandbox's ``getattr(obj, name[, default])``."""
@@ -304,7 +296,7 @@ class Policy:
             return getattr(obj, name)  # proxy values were vetted when the proxy was built
         if id(kind) in _TYPING_TYPE_IDS:
             raise _deny(name)
-        denied_here = _DENIED_INSTANCE_ATTRIBUTES.get(kind)
+        denied_here = _DENIED_INSTANCE_ATTRIBUTES.get(id(kind))
         if denied_here is not None and name in denied_here:
             raise _deny(name)
         try:
@@ -317,9 +309,8 @@ class Policy:
             # e.g. textwrap.TextWrapper.unicode_whitespace_trans: a class-level table
             # shared by every user of the library, also when read through a subclass.
             return _copy_container(value)
-        vetted = self._fast_attrs.get(id(kind))
-        if vetted is not None:
-            vetted.add(name)
+        if kind in _FAST_ATTR_TYPES:
+            self._fast_attrs.add((kind, name))
         return value
 
     def _dunder(self, obj: Any, name: str) -> Any:
@@ -366,10 +357,7 @@ class Policy:
 
     # -- items, writes, iteration ----------------------------------------------------
 
-    def getitem(self, obj: Any, key: Any) -> Any:
-        """``_getitem_``: ``obj[key]`` for compiled code."""
-        if id(type(obj)) in _FAST_ITEM_TYPE_IDS:
-            return obj[key]
+    def _getitem_slow(self, obj: Any, key: Any) -> Any:
         if id(type(obj)) in self._proxy_type_ids:
             raise TypeError("module objects are not subscriptable")
         value = obj[key]
@@ -467,6 +455,35 @@ class Policy:
             "_apply_": lambda f, *a, **k: f(*a, **k),
             "_inplacevar_": self.inplace,
         }
+
+
+def _fast_getattr(vetted: set[tuple[type, str]], slow: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    """``_getattr_`` (``obj.name`` for compiled code): a closure, so the hot path reads
+    only local and closure variables."""
+    _type, _str, _getattr = type, str, getattr
+
+    def getattr_guard(obj: Any, name: str) -> Any:
+        # The name must be an exact str before any lookup hashes it: a str subclass
+        # with its own __hash__/__eq__ could pose as a vetted name ("upper") and be
+        # read raw as another ("__self__"). Hashing type(obj) runs no sandbox code:
+        # no metaclass but ``type`` builds the sandbox's classes (see build_class).
+        if _type(name) is _str and (_type(obj), name) in vetted:
+            return _getattr(obj, name)
+        return slow(obj, name)
+
+    return getattr_guard
+
+
+def _fast_getitem(slow: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``_getitem_`` (``obj[key]`` for compiled code), fast for builtin containers."""
+    _type, fast_types = type, _FAST_ITEM_TYPES
+
+    def getitem_guard(obj: Any, key: Any) -> Any:
+        if _type(obj) in fast_types:
+            return obj[key]
+        return slow(obj, key)
+
+    return getitem_guard
 
 
 def plain_function(method: Callable[..., Any], name: str) -> Callable[..., Any]:
