@@ -15,6 +15,8 @@ attribute, item, write and iteration operations) this policy:
   ``finally`` block, so neither ``except BaseException: pass`` nor
   ``finally: break`` / ``continue`` / ``return`` can swallow a timeout, budget or
   output stop;
+- value-checks the arguments of a class's special methods, which C code calls
+  with its own objects;
 - shows the value of a trailing expression, as a REPL does.
 """
 
@@ -40,11 +42,15 @@ READABLE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
 GUARDED_DUNDERS = READABLE_DUNDERS | {"__init__"}
 IMPORT_FROM = "_rlm_import_from_"
 SHOW = "_rlm_show_"
+CHECK_ARGS = "_rlm_check_args_"
 
 # Special methods a sandboxed class may define. Nothing here runs at a time the
 # sandbox does not control (no __del__) or changes how attributes are looked up.
+# No __hash__: a class that defines __eq__ is then unhashable, so its objects never
+# sit in a library's cache (typing's, re's, _strptime's), where lookups would hand
+# the cache's own keys to the sandbox's __eq__ and let it poison later cells.
 CLASS_DUNDERS = ALLOWED_FUNC_NAMES | {
-    "__repr__", "__str__", "__len__", "__iter__", "__next__", "__hash__",
+    "__repr__", "__str__", "__len__", "__iter__", "__next__",
     "__getitem__", "__setitem__", "__bool__", "__call__", "__add__", "__sub__",
     "__mul__", "__truediv__", "__floordiv__", "__mod__", "__neg__", "__radd__",
 }
@@ -79,6 +85,24 @@ class CellPolicy(RestrictingNodeTransformer):
         if node.attr in GUARDED_DUNDERS and isinstance(node.ctx, ast.Load):
             return copy_node(_call("_getattr_", self.visit(node.value), ast.Constant(node.attr)), node)
         return super().visit_Attribute(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef):
+        """Value-check what C code hands a special method (``__eq__(self, other)``)."""
+        node = super().visit_FunctionDef(node)
+        # Library internals call these with their own objects (typing compares its
+        # special forms with __eq__); what arrives is checked like an attribute read.
+        if node.name in CLASS_DUNDERS and node.name != "__init__":
+            arguments = node.args
+            names = [a.arg for a in [*arguments.posonlyargs, *arguments.args][1:] + arguments.kwonlyargs]
+            values: list[ast.expr] = [_name(n) for n in names]
+            if arguments.vararg is not None:
+                values.append(ast.Starred(value=_name(arguments.vararg.arg), ctx=ast.Load()))
+            if values:
+                check = copy_node(ast.Expr(value=ast.Call(func=_name(CHECK_ARGS), args=values, keywords=[])),
+                                  node.body[0])
+                ast.fix_missing_locations(check)
+                node.body.insert(0, check)
+        return node
 
     def visit_Module(self, node: ast.Module):
         node = super().visit_Module(node)

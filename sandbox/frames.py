@@ -26,7 +26,8 @@ class FrameError(Exception):
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
-    body = json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    # "replace": a lone surrogate (json.loads('"\\ud800"')) becomes "?" instead of an error.
+    body = json.dumps(header, ensure_ascii=False, allow_nan=True).encode("utf-8", "replace")
     return _LEN.pack(len(body)) + body
 
 

@@ -294,7 +294,9 @@ class Policy:
         kind = type(obj)
         if id(kind) in self._proxy_type_ids:
             return getattr(obj, name)  # proxy values were vetted when the proxy was built
-        if id(kind) in _TYPING_TYPE_IDS:
+        if id(kind) in _TYPING_TYPE_IDS or has_own_metaclass(obj):
+            # typing's aliases forward reads to collections.abc; a class a metaclass built
+            # hands out that metaclass's hooks (ChainMap.register, ChainMap.mro() -> the ABCs).
             raise _deny(name)
         denied_here = _DENIED_INSTANCE_ATTRIBUTES.get(id(kind))
         if denied_here is not None and name in denied_here:
@@ -336,6 +338,14 @@ class Policy:
             raise _deny(name)
         if issubclass(type(value), type) and (type(value) is not type or issubclass(value, type)):
             raise _deny(name)  # a metaclass, or a class built by one (has_own_metaclass, inlined)
+        if type(value) is types.GenericAlias and isinstance(value.__origin__, type) \
+                and (is_metaclass(value.__origin__) or has_own_metaclass(value.__origin__)):
+            raise _deny(name)  # type[X] calls the real type
+
+    def check_args(self, *values: Any) -> None:
+        """Refuse, as :meth:`check_value` does, what C code passes a sandbox special method."""
+        for value in values:
+            self.check_value(value, "argument")
 
     def _sandbox_made(self, obj: Any, name: str, value: Any) -> bool:
         """Whether container ``value`` read as ``obj.name`` belongs to the sandbox: stored on

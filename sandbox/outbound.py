@@ -26,6 +26,7 @@ MAX_MESSAGE_CHARS = 2_000
 MAX_LINE_CHARS = 200
 MAX_PROBLEMS = 10
 _TRACEBACK_HEAD, _TRACEBACK_TAIL = 5, 12
+_MAX_INT_BITS = 14_000  # about 4,200 digits: under sys.get_int_max_str_digits()
 _REPEATS_SHOWN = 3  # CPython prints an entry this often, then "[Previous line repeated N more times]"
 
 
@@ -81,7 +82,10 @@ def to_plain(value: Any, *, max_chars: int, strict: bool, max_depth: int = MAX_D
         if type(key) is bool:
             return "true" if key else "false"
         if isinstance(key, int):
-            return repr(int.__int__(key))
+            number = int.__int__(key)
+            if number.bit_length() > _MAX_INT_BITS:
+                raise NotPlain(f"a dict key of {number.bit_length():,} bits has too many digits")
+            return repr(number)
         if isinstance(key, float):
             return repr(float.__float__(key))
         raise NotPlain(f"a dict key of type {type(key).__name__} is not a JSON value")
@@ -97,8 +101,11 @@ def to_plain(value: Any, *, max_chars: int, strict: bool, max_depth: int = MAX_D
             charge(len(text) + 1)
             return text
         if isinstance(item, int) and not isinstance(item, bool):
+            number = int.__int__(item)
+            if number.bit_length() > _MAX_INT_BITS:  # json (and str()) refuse such ints
+                raise NotPlain(f"an int of {number.bit_length():,} bits has too many digits")
             charge(1)
-            return int.__int__(item)
+            return number
         if isinstance(item, float):
             charge(1)
             return float.__float__(item)

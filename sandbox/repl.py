@@ -35,6 +35,7 @@ from sandbox.redact import describe_error
 
 LIMITS = ("timeout", "memory", "output", "budget", "crash")
 RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SUBMIT", "print"})
+MAX_CELL_CHARS = 1_000_000  # no model writes more code than this in one cell; compiling it is not free
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 # The worker gets a bare ``sandbox`` package (no __init__): it loads only the compiler,
 # frames, guards and worker modules, which starts faster and keeps host code out of it.
@@ -275,7 +276,8 @@ class Sandbox:
 
     def _send_variable(self, name: str, value: Any) -> None:
         if isinstance(value, str):
-            header, payload = {"type": "set", "name": name, "encoding": "str"}, value.encode("utf-8")
+            # "replace": a lone surrogate becomes "?" (the worker decodes strict UTF-8).
+            header, payload = {"type": "set", "name": name, "encoding": "str"}, value.encode("utf-8", "replace")
         else:
             header, payload = {"type": "set", "name": name, "encoding": "json", "value": value}, None
         self._request(header, payload)
@@ -320,6 +322,9 @@ class Sandbox:
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if timeout is not None:
             _check_positive("timeout", timeout)
+        if len(code) > MAX_CELL_CHARS:
+            return CellResult(error=f"SyntaxError: the cell is {len(code):,} characters long; the limit is "
+                                    f"{MAX_CELL_CHARS:,}: write shorter code and keep data in variables")
         with self._lock:
             self._ensure_open()
             return _CellRun(self, code, float(timeout or self.timeout)).run()

@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from sandbox.compiler import CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
+from sandbox.compiler import CHECK_ARGS, CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
 from sandbox.frames import BlockingChannel, FrameError, encode_header
 from sandbox.guards import Policy, plain_function
 from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
@@ -27,7 +27,6 @@ from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
-_THIS_FILE = __file__
 MAX_FINAL_CHARS = 2_000_000  # the largest answer FINAL/SUBMIT hands the host
 _MAX_ARGUMENT_CHARS = 1 << 27  # host-function arguments: below the host's 256 MiB frame cap
 _MAX_VARIABLE_CHARS = 1 << 27
@@ -118,7 +117,8 @@ class Worker:
             self.graveyard.append(self.namespace.pop(name, None))
         self.submit_fields = config.get("submit_fields")
         self.reserved = {
-            CHECK_STOP: self.check_stop, IMPORT_FROM: self.policy.import_from, SHOW: self.show,
+            CHECK_STOP: self.check_stop, CHECK_ARGS: self.policy.check_args, IMPORT_FROM: self.policy.import_from,
+            SHOW: self.show,
             "FINAL": plain_function(self.final, "FINAL"), "FINAL_VAR": plain_function(self.final_var, "FINAL_VAR"),
             "SUBMIT": plain_function(self.submit, "SUBMIT"),
         }
@@ -143,9 +143,9 @@ class Worker:
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.05)
 
     def _disarm(self) -> None:
+        self.running = False  # first: an alarm already pending then does nothing
         signal.setitimer(signal.ITIMER_REAL, 0)
         gc.disable()
-        self.running = False
 
     # -- names the sandbox sees ------------------------------------------------------
 
@@ -271,9 +271,10 @@ class Worker:
         return "timeout limit: the cell ran past its time limit and was interrupted (variables kept)"
 
     def on_alarm(self, signum: int, frame: Any) -> None:
-        # Never raise inside the worker's own bookkeeping, only inside sandboxed work.
-        if not self.running or (frame is not None and frame.f_code.co_filename == _THIS_FILE):
-            return
+        # The alarm may land anywhere while the clock runs, the worker's own code included
+        # (a C loop inside print's str() calls): every armed region catches the stop.
+        if not self.running or self.stop is not None:
+            return  # outside the clock, or a stop is already on its way
         if self.in_host_call:
             self.expired = True
             return
@@ -284,17 +285,19 @@ class Worker:
         filename = f"<cell {self.cell_count}>"
         started = time.monotonic()
         self._reset_cell_state(timeout_limit)  # frees only the worker's own, plain values
+        error = None
         try:
+            self._arm(timeout)  # compiling a huge cell takes time too
             compiled = compile_cell(code, filename)
-        except SyntaxError as exc:
-            return self._result(error=clean_text(f"SyntaxError: {exc}"), started=started)
-        except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
-            return self._result(error=clean_text(f"SyntaxError: the cell cannot be compiled: "
-                                                 f"{type(exc).__name__}: {cap(str(exc), 200)}"), started=started)
-        self.sources[filename] = code.splitlines()
-        self._arm(timeout)
-        try:
+            self.sources[filename] = code.splitlines()
             error = self._run(compiled)
+        except SyntaxError as exc:
+            error = clean_text(f"SyntaxError: {exc}")
+        except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
+            error = clean_text(f"SyntaxError: the cell cannot be compiled: {type(exc).__name__}: "
+                               f"{cap(str(exc), 200)}")
+        except CellStop:
+            pass  # the alarm landed in the worker's own code: the stop is recorded in self.stop
         finally:
             self._disarm()
         limit = None
@@ -330,7 +333,9 @@ class Worker:
                    for frame, lineno in traceback.walk_tb(exc.__traceback__)
                    if frame.f_code.co_filename in self.sources]
         try:
-            message = str(exc)  # may run the sandbox's __str__: the clock is still armed
+            # May run the sandbox's __str__ (the clock is still armed), which may return a
+            # str subclass whose own methods must not run later: copy it to an exact str.
+            message = clean_text(str(exc))
         except BaseException:  # noqa: BLE001 - a broken (or stopped) __str__ must not hide the error
             message = "<unprintable message>"
         return format_error(entries, self._source_line, type(exc).__name__, message)
@@ -379,23 +384,39 @@ class Worker:
             except FrameError:
                 return
             kind = header["type"]
-            if kind == "exec":
-                self.channel.write(self.execute(header["code"], float(header["timeout"]),
-                                                header.get("timeout_limit", "timeout")))
-            elif kind == "set":
-                reply = self.set_variable(header, payload)
-                del payload  # drop the raw bytes before anything else allocates
-                self.channel.write(reply)
-            elif kind == "get":
-                self.channel.write(*self.get_variable(header["name"]))
-            elif kind == "configure":
-                self.configure(header)
-                self.channel.write({"type": "ok"})
-            elif kind == "names":
-                names = sorted(k for k in self.namespace if not k.startswith("_") and k not in self.reserved)
-                self.channel.write({"type": "value", "encoding": "json", "value": names})
-            else:
+            try:
+                reply, data = self._answer(kind, header, payload)
+            except BaseException as exc:  # noqa: BLE001 - no request may end the worker
+                reply, data = self._failed(kind, exc), None
+            del payload  # drop the raw bytes before anything else allocates
+            if reply is None:
                 return
+            self.channel.write(reply, data)
+
+    def _answer(self, kind: str, header: dict[str, Any],
+                payload: bytearray | None) -> tuple[dict[str, Any] | None, bytes | None]:
+        if kind == "exec":
+            return self.execute(header["code"], float(header["timeout"]), header.get("timeout_limit", "timeout")), None
+        if kind == "set":
+            return self.set_variable(header, payload), None
+        if kind == "get":
+            return self.get_variable(header["name"])
+        if kind == "configure":
+            self.configure(header)
+            return {"type": "ok"}, None
+        if kind == "names":
+            names = sorted(k for k in self.namespace if not k.startswith("_") and k not in self.reserved)
+            return {"type": "value", "encoding": "json", "value": names}, None
+        return None, None
+
+    def _failed(self, kind: str, exc: BaseException) -> dict[str, Any]:
+        """The reply for a request the worker could not answer: the session goes on."""
+        self._disarm()
+        message = clean_text(f"the sandbox worker could not answer {kind!r}: {type(exc).__name__}")
+        if kind == "exec":
+            return {"type": "result", "output": "", "error": message, "limit": None, "has_final": False,
+                    "final": None, "seconds": 0.0}
+        return {"type": "error", "message": message}
 
 
 def apply_limits(memory_limit_mb: int, drop_privileges: bool) -> None:
