@@ -19,7 +19,7 @@ import dspy
 from dspy import lm15
 
 from sandbox.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm import Completion, Messages, estimate_prompt_tokens, price_usd
+from sandbox.lm import Completion, Messages, estimate_prompt_tokens, litellm_input_tokens, price_usd
 
 DEFAULT_MAX_TOKENS = 4096  # the bound assumed when an LM sets no max_tokens
 
@@ -66,6 +66,11 @@ class DSPyLMClient:
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return price_usd(self.model, prompt_tokens, completion_tokens)
+
+    def input_window(self) -> int | None:
+        """The model's input window in tokens from litellm's local map (DSPy names models the
+        way litellm does); ``None`` when the map does not list it."""
+        return litellm_input_tokens(self.model)
 
 
 class MeteredCall:

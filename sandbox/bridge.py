@@ -4,25 +4,64 @@ One :class:`HostFunctions` serves one RLM at one depth. Every call is metered
 against the shared :class:`~sandbox.budget.Budget` and recorded in the
 trajectory. Inside the sandbox these become plain forwarding closures (see
 ``Sandbox(tools=...)``); the bound methods here never cross.
+
+A prompt longer than one sub-call may carry (the sub-model's input window when
+litellm's local model map knows it, else ``max_prompt_chars``) is refused before
+it is dispatched or charged; a refusal that repeats in a cell is recorded once,
+with a count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded
-from sandbox.lm import LMClient, metered_completion
+from sandbox.lm import CHARS_PER_TOKEN, LMClient, input_window_tokens, metered_completion
 from sandbox.redact import describe_error
 from sandbox.trajectory import Trajectory, preview
 
 # (query, context, depth, trajectory) -> answer of a child RLM; supplied by the adapters.
 ChildRunner = Callable[[str, str, int, Trajectory], str]
 ERROR_PREFIX = "ERROR: "
+DEFAULT_MAX_PROMPT_CHARS = 400_000  # about 100K tokens: one sub-call's cap when the sub-model's window is unknown
+
+
+@dataclass(frozen=True)
+class PromptLimit:
+    """The most characters one sub-call prompt may have, and a clause saying where that number comes from."""
+
+    chars: int
+    source: str
+
+
+def prompt_limit(lm: LMClient, max_prompt_chars: int | None) -> PromptLimit:
+    """How long one prompt to ``lm`` may be: ``max_prompt_chars`` when given, else the sub-model's
+    input window (about ``CHARS_PER_TOKEN`` characters a token) when known, else the default cap.
+
+    Args:
+        lm: the sub-model's client.
+        max_prompt_chars: an explicit cap in characters, or ``None``.
+
+    Returns:
+        The limit and a clause for the error message.
+    """
+    if max_prompt_chars is not None:
+        return PromptLimit(max_prompt_chars, f"one sub-call allows at most {max_prompt_chars:,} "
+                                             f"(max_prompt_chars={max_prompt_chars})")
+    tokens = input_window_tokens(lm)
+    if tokens is not None:
+        chars = tokens * CHARS_PER_TOKEN
+        return PromptLimit(chars, f"the sub-model's window ({tokens:,} tokens) allows about {chars:,}")
+    return PromptLimit(DEFAULT_MAX_PROMPT_CHARS, f"one sub-call allows at most {DEFAULT_MAX_PROMPT_CHARS:,} "
+                                                 "(the default max_prompt_chars; the sub-model's window is unknown)")
 
 
 class HostFunctions:
@@ -34,15 +73,22 @@ class HostFunctions:
     ``run_child`` one level deeper; past ``budget.max_depth`` (or without
     ``run_child``) it answers with a plain ``llm_query`` and records that it did.
     ``max_calls`` caps this RLM's own sub-calls on top of the shared budget.
+    ``max_prompt_chars`` caps one prompt (``None``: the sub-model's window when
+    litellm's local map knows it, else ``DEFAULT_MAX_PROMPT_CHARS``); a longer one is a
+    ``ValueError`` in the cell, never dispatched and never charged.
     """
 
     def __init__(self, *, lm: LMClient, budget: Budget, trajectory: Trajectory, runner: AsyncRunner,
                  depth: int = 0, max_concurrency: int = 8, max_tokens: int = 1024,
-                 run_child: ChildRunner | None = None, max_calls: int | None = None):
+                 run_child: ChildRunner | None = None, max_calls: int | None = None,
+                 max_prompt_chars: int | None = None):
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        if max_prompt_chars is not None and (isinstance(max_prompt_chars, bool)
+                                             or not isinstance(max_prompt_chars, int) or max_prompt_chars < 1):
+            raise ValueError(f"max_prompt_chars must be an integer >= 1 or None, got {max_prompt_chars!r}")
         self.lm = lm
         self.budget = budget
         self.trajectory = trajectory
@@ -52,8 +98,14 @@ class HostFunctions:
         self.max_tokens = max_tokens
         self.run_child = run_child
         self.max_calls = max_calls  # this RLM's own sub-call cap (dspy.RLM's max_llm_calls), on top of the budget
+        self.max_prompt_chars = max_prompt_chars
         self._calls = 0
         self._calls_lock = threading.Lock()
+
+    @functools.cached_property
+    def prompt_limit(self) -> PromptLimit:
+        """The cap on one prompt, worked out on first use (it may read litellm's model map)."""
+        return prompt_limit(self.lm, self.max_prompt_chars)
 
     def tools(self) -> dict[str, Callable[..., Any]]:
         """The functions to hand to ``Sandbox(tools=...)``."""
@@ -72,7 +124,8 @@ class HostFunctions:
             completion = await metered_completion(self.lm, [{"role": "user", "content": prompt}],
                                                   budget=self.budget, max_tokens=self.max_tokens)
         except BudgetExceeded as exc:
-            self.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
+            # Once per cell and cap: a cell looping on refused calls must not grow the record per call.
+            self.trajectory.record_repeated("budget", exc.limit, limit=exc.limit, message=str(exc), spent=exc.spent)
             raise
         except Exception as exc:
             kind, message = describe_error(exc)
@@ -88,6 +141,61 @@ class HostFunctions:
                                completion_tokens=completion.completion_tokens,
                                seconds=round(time.monotonic() - began, 4), model=completion.model)
         return completion.text
+
+    def _refuse_long(self, prompt: str, what: str) -> ValueError | None:
+        """The error for a prompt longer than :attr:`prompt_limit` (recorded once per cell), else ``None``.
+
+        Stops ``llm_query(context * 10**4)`` from sending a 100 MB prompt to the provider, and from
+        charging the budget for a call that cannot succeed.
+        """
+        limit = self.prompt_limit
+        if len(prompt) <= limit.chars:
+            return None
+        message = f"{what} is {len(prompt):,} characters; {limit.source}; pass a slice or only the lines you need"
+        self.trajectory.record_repeated("note", "max_prompt_chars", message=message, refused="max_prompt_chars",
+                                        prompt_chars=len(prompt), max_prompt_chars=limit.chars)
+        return ValueError(message)
+
+    def _can_recurse(self) -> bool:
+        return self.run_child is not None and self.budget.allows_depth(self.depth + 1)
+
+    def _rlm_query_prompt(self, prompt: str, context: str | None) -> tuple[str, str]:
+        """The text of an ``rlm_query`` that is capped, and its name for the error: the child's query,
+        or, where no child can start, the ``llm_query`` prompt sent instead."""
+        if self._can_recurse() or context is None:
+            return prompt, "the prompt"
+        return f"{prompt}\n\n{context}", "the prompt with its context"
+
+    def answered_from_arguments(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> bool:
+        """Whether the host function ``name`` answers this call from its arguments alone: they are
+        wrong, or every prompt is over :attr:`prompt_limit`. Such a call reaches no LM and depends on
+        nothing that changes, so a replay log needs no entry for it (nothing is recorded here).
+
+        Args:
+            name: ``"llm_query"``, ``"llm_query_batched"`` or ``"rlm_query"``.
+            args: the call's positional arguments.
+            kwargs: the call's keyword arguments.
+
+        Returns:
+            ``True`` when the call is refused (or answered) without an LM call.
+        """
+        method = self.tools().get(name)
+        if method is None:
+            return False
+        try:
+            call = inspect.signature(method).bind(*args, **kwargs).arguments
+        except TypeError:
+            return True
+        limit = self.prompt_limit.chars
+        if name == "llm_query_batched":
+            prompts = call["prompts"]
+            return (not isinstance(prompts, list) or any(not isinstance(p, str) for p in prompts)
+                    or all(len(p) > limit for p in prompts))
+        prompt, context = call["prompt"], call.get("context")
+        if not isinstance(prompt, str) or not (context is None or isinstance(context, str)):
+            return True
+        capped = self._rlm_query_prompt(prompt, context)[0] if name == "rlm_query" else prompt
+        return len(capped) > limit
 
     def _count_call(self) -> None:
         with self._calls_lock:
@@ -107,13 +215,40 @@ class HostFunctions:
             raise exc from None
 
     def llm_query(self, prompt: str) -> str:
-        """One sub-LM call on ``prompt``; returns its text."""
+        """One sub-LM call on ``prompt``.
+
+        Args:
+            prompt: the whole prompt; the sub-model sees nothing else.
+
+        Returns:
+            The sub-model's text.
+
+        Raises:
+            TypeError: ``prompt`` is not a str.
+            ValueError: ``prompt`` is longer than :attr:`prompt_limit` (nothing was sent or charged).
+            BudgetExceeded: a cap of the budget (or ``max_calls``) was reached.
+        """
         if not isinstance(prompt, str):
             raise TypeError(f"llm_query(prompt): prompt must be a str, got {type(prompt).__name__}")
+        refusal = self._refuse_long(prompt, "the prompt")
+        if refusal is not None:
+            raise refusal
         return self._run(self._query(prompt))
 
     def llm_query_batched(self, prompts: list[str]) -> list[str]:
-        """Concurrent sub-LM calls, answers in prompt order; failures become ``"ERROR: ..."``."""
+        """Concurrent sub-LM calls, at most ``max_concurrency`` at once.
+
+        Args:
+            prompts: one whole prompt per call.
+
+        Returns:
+            The answers in prompt order; a failed or refused prompt (too long, budget reached)
+            answers ``"ERROR: <type>: <message>"`` without losing the others.
+
+        Raises:
+            TypeError: ``prompts`` is not a list of str.
+            BudgetExceeded: the wall-clock budget ran out (the whole cell stops).
+        """
         if not isinstance(prompts, list):
             raise TypeError(f"llm_query_batched(prompts): prompts must be a list of str, "
                             f"got {type(prompts).__name__}")
@@ -121,38 +256,62 @@ class HostFunctions:
             if not isinstance(prompt, str):
                 raise TypeError(f"llm_query_batched(prompts): prompts[{i}] must be a str, "
                                 f"got {type(prompt).__name__}")
+        results: list[Any] = [self._refuse_long(prompt, f"prompts[{i}]") for i, prompt in enumerate(prompts)]
+        sent = [i for i, refusal in enumerate(results) if refusal is None]
 
         async def fan_out() -> list[Any]:
             semaphore = asyncio.Semaphore(self.max_concurrency)
-            return await asyncio.gather(*(self._query(p, semaphore) for p in prompts), return_exceptions=True)
+            return await asyncio.gather(*(self._query(prompts[i], semaphore) for i in sent), return_exceptions=True)
 
-        answers = []
-        for result in self._run(fan_out()):
-            if isinstance(result, BudgetExceeded) and result.limit == "max_seconds":
-                raise result  # out of time: the whole cell stops
-            if isinstance(result, BaseException):
-                kind, message = describe_error(result)
-                answers.append(f"{ERROR_PREFIX}{kind}: {message}")
-            else:
-                answers.append(result)
-        return answers
+        if sent:
+            for i, result in zip(sent, self._run(fan_out())):
+                results[i] = result
+        return [_answer(result) for result in results]
 
     def rlm_query(self, prompt: str, context: str | None = None) -> str:
-        """A child RLM one level deeper answers ``prompt`` over ``context`` (default: the prompt)."""
+        """A child RLM one level deeper answers ``prompt`` over ``context``.
+
+        Args:
+            prompt: the child's query (it reaches the child's root prompt, so it is capped like a
+                sub-call prompt).
+            context: the child's ``context`` variable; default: the prompt.
+
+        Returns:
+            The child's answer as text; past ``max_depth``, a plain ``llm_query`` answer.
+
+        Raises:
+            TypeError: ``prompt`` is not a str, or ``context`` is neither a str nor ``None``.
+            ValueError: ``prompt`` is longer than :attr:`prompt_limit` (nothing was run or charged).
+            BudgetExceeded: a cap of the budget was reached.
+        """
         if not isinstance(prompt, str):
             raise TypeError(f"rlm_query(prompt, context=None): prompt must be a str, got {type(prompt).__name__}")
         if context is not None and not isinstance(context, str):
             raise TypeError(f"rlm_query(prompt, context=None): context must be a str or None, "
                             f"got {type(context).__name__}")
+        capped, what = self._rlm_query_prompt(prompt, context)
+        refusal = self._refuse_long(capped, what)
+        if refusal is not None:
+            raise refusal
         child_depth = self.depth + 1
-        if self.run_child is None or not self.budget.allows_depth(child_depth):
+        if not self._can_recurse():
             reason = (f"max_depth={self.budget.max_depth} reached" if self.run_child is not None
                       else "no child RLM runner configured")
             self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth,
                                    degraded=True, reason=f"{reason}: answered with llm_query instead")
-            return self.llm_query(prompt if context is None else f"{prompt}\n\n{context}")
+            return self._run(self._query(capped))
         child = self.trajectory.child(prompt)
         self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth, degraded=False,
                                context_chars=len(context if context is not None else prompt))
         answer = self.run_child(prompt, context if context is not None else prompt, child_depth, child)
         return answer if isinstance(answer, str) else str(answer)
+
+
+def _answer(result: Any) -> str:
+    """One ``llm_query_batched`` answer: the text, or ``"ERROR: ..."`` for a failure."""
+    if isinstance(result, BudgetExceeded) and result.limit == "max_seconds":
+        raise result  # out of time: the whole cell stops
+    if isinstance(result, BaseException):
+        kind, message = describe_error(result)
+        return f"{ERROR_PREFIX}{kind}: {message}"
+    return result

@@ -21,6 +21,7 @@ from sandbox.budget import Budget, BudgetExceeded
 
 Messages = list[dict[str, str]]
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
+CHARS_PER_TOKEN = 4  # what a token of English text averages; turns a window in tokens into characters
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,43 @@ def drop_oldest_exchange(messages: Messages, keep_first: int = 2) -> Messages | 
     if len(messages) <= keep_first + 1:
         return None
     return [*messages[:keep_first], *messages[keep_first + 2:]]
+
+
+def input_window_tokens(lm: Any) -> int | None:
+    """The input window of ``lm`` in tokens, when its client can tell (see :func:`litellm_input_tokens`).
+
+    Args:
+        lm: an :class:`LMClient`; one with an ``input_window()`` method knows its window.
+
+    Returns:
+        The window in tokens, or ``None`` when nobody knows it.
+    """
+    window = getattr(lm, "input_window", None)
+    tokens = window() if callable(window) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else None
+
+
+@functools.lru_cache(maxsize=256)
+def litellm_input_tokens(model: str) -> int | None:
+    """``max_input_tokens`` of the litellm model string ``model`` from litellm's bundled model map.
+
+    Never fetches anything: importing ``sandbox`` sets ``LITELLM_LOCAL_MODEL_COST_MAP=True``, so
+    litellm reads only the map shipped with it. litellm is imported here, on first use.
+
+    Args:
+        model: a litellm model string, e.g. ``"openai/gpt-4o-mini"``.
+
+    Returns:
+        The window in tokens, or ``None`` for a model the map does not list (local models).
+    """
+    import litellm
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list for unknown models
+            tokens = litellm.get_model_info(model).get("max_input_tokens")
+    except Exception:  # noqa: BLE001 - litellm raises several types for unmapped models
+        return None
+    return tokens if isinstance(tokens, int) and tokens > 0 else None
 
 
 def check_messages(messages: Any) -> Messages:
@@ -162,6 +200,10 @@ class LiteLLMClient:
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return price_usd(self.model, prompt_tokens, completion_tokens)
+
+    def input_window(self) -> int | None:
+        """The model's input window in tokens from litellm's local map; ``None`` when not listed."""
+        return litellm_input_tokens(self.model)
 
 
 def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:

@@ -4,6 +4,9 @@ Both adapters open a :class:`Session` per run; it loads the context, wires
 ``llm_query``/``llm_query_batched``/``rlm_query`` and the user's tools into the
 sandbox (through a :class:`~sandbox.replay.CallLog` when the run may be
 replayed), and records every cell in the trajectory.
+
+What the trajectory keeps of a cell is a preview, with the full lengths recorded;
+the sandbox itself bounds a cell's output, error and ``FINAL`` value.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ REPL_NAMES = frozenset({*HOST_FUNCTIONS, *RESERVED_NAMES})
 
 @dataclass(frozen=True)
 class SandboxOptions:
-    """Per-cell limits of the REPL and the sub-call settings of the host functions."""
+    """Per-cell limits of the REPL and the sub-call settings of the host functions.
+
+    ``max_prompt_chars`` caps one sub-call prompt (``None``: the sub-model's input window
+    when litellm's local model map knows it, else ``sandbox.bridge.DEFAULT_MAX_PROMPT_CHARS``,
+    400,000). ``max_final_chars`` caps a ``FINAL``/``SUBMIT`` value (its strings, plus one
+    per item).
+    """
 
     timeout: float = 60.0
     memory_limit_mb: int = 1024
@@ -37,6 +46,8 @@ class SandboxOptions:
     max_concurrency: int = 8
     sub_max_tokens: int = 1024
     drop_privileges: bool = True
+    max_prompt_chars: int | None = None
+    max_final_chars: int = 1_000_000
 
 
 def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
@@ -59,13 +70,15 @@ class Session:
         self.options = options
         self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
                                   max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
-                                  run_child=run_child, max_calls=max_sub_calls)
+                                  run_child=run_child, max_calls=max_sub_calls,
+                                  max_prompt_chars=options.max_prompt_chars)
         all_tools = {**self.host.tools(), **check_user_tools(tools)}
         self.call_log = call_log
-        self.sandbox = Sandbox(tools=call_log.wrap(all_tools) if call_log is not None else all_tools,
+        self.sandbox = Sandbox(tools=_logged(all_tools, call_log, self.host) if call_log is not None else all_tools,
                                budget=budget, timeout=options.timeout, memory_limit_mb=options.memory_limit_mb,
                                max_output_chars=options.max_output_chars, tool_timeout=options.tool_timeout,
-                               drop_privileges=options.drop_privileges, submit_fields=submit_fields)
+                               drop_privileges=options.drop_privileges, submit_fields=submit_fields,
+                               max_final_chars=options.max_final_chars)
         try:
             for name, value in variables.items():
                 self.sandbox.set_variable(name, check_context(value) if name == "context" else value)
@@ -74,11 +87,25 @@ class Session:
             raise
 
     def run_cell(self, code: str, *, iteration: int) -> CellResult:
-        """Execute one cell and record it in the trajectory."""
+        """Execute one cell and record it in the trajectory (as previews, with the full lengths).
+
+        Args:
+            code: the cell's source.
+            iteration: the root-loop iteration it belongs to, for the record.
+
+        Returns:
+            What the cell did.
+
+        Raises:
+            SandboxError: the sandbox is closed.
+        """
         result = self.sandbox.execute(code)
-        self.trajectory.record("cell", iteration=iteration, code=preview(code), output=preview(result.output),
-                               error=result.error, limit=result.limit, has_final=result.has_final,
-                               seconds=round(result.seconds, 4), restarted=result.restarted)
+        output, error = result.output, result.error or ""
+        self.trajectory.record("cell", iteration=iteration, code=preview(code), code_chars=len(code),
+                               output=preview(output), output_chars=len(output),
+                               error=preview(error) if result.error is not None else None, error_chars=len(error),
+                               limit=result.limit, has_final=result.has_final, seconds=round(result.seconds, 4),
+                               restarted=result.restarted)
         return result
 
     def replay(self, cells: list[str]) -> None:
@@ -90,8 +117,28 @@ class Session:
         self.sandbox.close()
 
 
+def _logged(tools: dict[str, Callable[..., Any]], call_log: CallLog,
+            host: HostFunctions) -> dict[str, Callable[..., Any]]:
+    """``tools`` recording into ``call_log``, except host-function calls refused on their arguments.
+
+    Such a refusal (wrong types, an over-long prompt) is the same on replay, so it needs no entry;
+    without this, a cell looping on refused calls would grow the checkpointed log by one entry each.
+    """
+    logged = call_log.wrap(tools)
+
+    def refusing_first(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            fn = tools[name] if host.answered_from_arguments(name, list(args), kwargs) else logged[name]
+            return fn(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    return {name: refusing_first(name) if name in HOST_FUNCTIONS else fn for name, fn in logged.items()}
+
+
 def format_cell(result: CellResult) -> str:
-    """What the root LM is shown of one cell."""
+    """What the root LM is shown of one cell (the sandbox has capped its output and error)."""
     parts = [result.output.rstrip("\n")] if result.output else []
     if result.error:
         parts.append(result.error)

@@ -4,7 +4,9 @@ Each event is a dict with ``kind``, ``depth``, ``t`` (seconds since the
 trajectory started) and kind-specific fields. Kinds: ``iteration``, ``lm_call``,
 ``cell``, ``sub_call``, ``rlm_query``, ``evaluation``, ``budget``, ``final`` and
 ``note``. A child RLM (``rlm_query``) gets a child trajectory one level deeper.
-Listeners see every event of the tree as it is recorded (for streaming).
+Listeners see every event of the tree as it is recorded (for streaming). A refusal
+that repeats (the same limit hit again and again by one cell) is one event whose
+``count`` goes up, so no loop in a cell can grow the record without bound.
 """
 
 from __future__ import annotations
@@ -39,20 +41,70 @@ class Trajectory:
         self._listeners = listeners if listeners is not None else []
         self._started = time.monotonic()
         self._lock = threading.Lock()
+        self._repeats: dict[tuple[str, str], dict[str, Any]] = {}  # refusals seen since the last cell event
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every later event of this trajectory and its children."""
         self._listeners.append(listener)
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown trajectory event kind {kind!r}; expected one of {sorted(EVENT_KINDS)}")
-        event = {"kind": kind, "depth": self.depth, "t": round(time.monotonic() - self._started, 4), **fields}
+        """Append one event and show it to the listeners; a ``cell`` event closes the refusal groups.
+
+        Args:
+            kind: one of ``EVENT_KINDS``.
+            **fields: the event's own, JSON-serializable fields.
+
+        Returns:
+            The event as recorded.
+
+        Raises:
+            ValueError: ``kind`` is not one of ``EVENT_KINDS``.
+        """
+        event = self._event(kind, fields)
         with self._lock:
             self.events.append(event)
+            if kind == "cell":
+                self._repeats.clear()
+        self._notify(event)
+        return event
+
+    def record_repeated(self, kind: str, key: str, **fields: Any) -> dict[str, Any]:
+        """Record a refusal once per cell: the first carries ``count=1``; later ones with the same
+        ``kind`` and ``key`` only add to its ``count`` (listeners see the first one only).
+
+        This stops a cell that loops on a refused call (100,000 over-long prompts, or sub-calls
+        after the budget ran out, each caught by ``try``) from growing the trajectory and the
+        host's memory by one event per refusal.
+
+        Args:
+            kind: one of ``EVENT_KINDS``.
+            key: what makes two refusals the same, e.g. the name of the limit.
+            **fields: the group's first event's fields.
+
+        Returns:
+            The group's event, with its current ``count``.
+
+        Raises:
+            ValueError: ``kind`` is not one of ``EVENT_KINDS``.
+        """
+        with self._lock:
+            event = self._repeats.get((kind, key))
+            if event is not None:
+                event["count"] += 1
+                return event
+            event = self._repeats[(kind, key)] = self._event(kind, {**fields, "count": 1})
+            self.events.append(event)
+        self._notify(event)
+        return event
+
+    def _event(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown trajectory event kind {kind!r}; expected one of {sorted(EVENT_KINDS)}")
+        return {"kind": kind, "depth": self.depth, "t": round(time.monotonic() - self._started, 4), **fields}
+
+    def _notify(self, event: dict[str, Any]) -> None:
         for listener in list(self._listeners):
             listener(event)
-        return event
 
     def child(self, query: str) -> Trajectory:
         """A trajectory for a child RLM one level deeper; its events reach the same listeners."""
@@ -66,8 +118,8 @@ class Trajectory:
             return [e for e in self.events if e["kind"] == kind]
 
     def to_dict(self) -> dict[str, Any]:
-        with self._lock:
-            events, children = list(self.events), list(self.children)
+        with self._lock:  # copies: a refusal group's count may still go up after this snapshot
+            events, children = [dict(e) for e in self.events], list(self.children)
         return {"query": self.query, "depth": self.depth, "events": events,
                 "children": [c.to_dict() for c in children]}
 
