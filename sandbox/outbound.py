@@ -75,6 +75,11 @@ def to_plain(value: Any, *, max_chars: int, strict: bool, max_depth: int = MAX_D
             raise NotPlain(f"it is larger than {max_chars:,} characters")
 
     def key_of(key: Any) -> str:  # the keys json.dumps accepts, spelled as it spells them
+        text = spell_key(key)
+        charge(len(text))
+        return text
+
+    def spell_key(key: Any) -> str:
         if isinstance(key, str):
             return clean_text(key)
         if key is None:
@@ -123,6 +128,36 @@ def to_plain(value: Any, *, max_chars: int, strict: bool, max_depth: int = MAX_D
         return text
 
     return walk(value, 0)
+
+
+def plain_problem(value: Any, *, max_chars: int, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why a decoded JSON value breaks :func:`to_plain`'s limits, or ``None`` if it keeps them.
+
+    The host's check of what a worker sent: iterative (the host's stack is not the
+    limit) and stopping at the first limit crossed, so it costs at most ``max_chars`` steps.
+
+    Args:
+        value: a JSON value as decoded from a frame.
+        max_chars: as for :func:`to_plain`.
+        max_depth: as for :func:`to_plain`.
+
+    Returns:
+        The reason, or ``None``.
+    """
+    left, stack = max_chars, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return f"it is nested deeper than {max_depth} levels"
+        left -= len(item) + 1 if isinstance(item, str) else 1
+        if left < 0:
+            return f"it is larger than {max_chars:,} characters"
+        if isinstance(item, dict):
+            left -= sum(len(k) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 def format_problems(problems: Sequence[str]) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 from sandbox.budget import Budget, BudgetExceeded
 from sandbox.frames import DeadlineChannel, FrameError
-from sandbox.outbound import MAX_DEPTH, MAX_ERROR_CHARS
+from sandbox.outbound import MAX_ERROR_CHARS, plain_problem
 from sandbox.redact import describe_error
 
 LIMITS = ("timeout", "memory", "output", "budget", "crash")
@@ -132,7 +132,8 @@ class Sandbox:
     def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = 30.0,
                  memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
                  tool_timeout: float = 600.0, budget: Budget | None = None, drop_privileges: bool = True,
-                 max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None):
+                 max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None,
+                 max_final_chars: int = 1_000_000):
         tools = check_tools(tools)
         submit_fields = _check_submit_fields(submit_fields)
         _check_positive("timeout", timeout)
@@ -141,6 +142,7 @@ class Sandbox:
         _check_positive("max_output_chars", max_output_chars, integer=True)
         _check_positive("max_tool_threads", max_tool_threads, integer=True)
         _check_positive("memory_limit_mb", memory_limit_mb, integer=True)
+        _check_positive("max_final_chars", max_final_chars, integer=True)
         if memory_limit_mb < 128:
             raise ValueError(f"Sandbox(memory_limit_mb=...) must be at least 128, got {memory_limit_mb}")
         if budget is not None and not isinstance(budget, Budget):
@@ -152,6 +154,7 @@ class Sandbox:
         self.tool_timeout = float(tool_timeout)
         self.memory_limit_mb = int(memory_limit_mb)
         self.max_output_chars = int(max_output_chars)
+        self.max_final_chars = int(max_final_chars)
         self.budget = budget
         self.drop_privileges = drop_privileges
         self._variables: dict[str, Any] = {}
@@ -204,7 +207,8 @@ class Sandbox:
         deadline = time.monotonic() + _START_TIMEOUT
         init = {"type": "init", "tools": sorted(self.tools), "submit_fields": self.submit_fields,
                 "memory_limit_mb": self.memory_limit_mb,
-                "max_output_chars": self.max_output_chars, "drop_privileges": self.drop_privileges}
+                "max_output_chars": self.max_output_chars, "max_final_chars": self.max_final_chars,
+                "drop_privileges": self.drop_privileges}
         try:
             ok = channel.write(init, None, deadline)
             reply = channel.read(deadline) if ok else None
@@ -432,7 +436,8 @@ class _CellRun:
         # send any text or a value nested deep enough to overflow the host's stack.
         if limit not in (None, *LIMITS) or not isinstance(output, str) or not isinstance(error, (str, type(None))) \
                 or len(output) > _MAX_OUTPUT_SLACK + 2 * self.sb.max_output_chars \
-                or len(error or "") > _MAX_OUTPUT_SLACK + MAX_ERROR_CHARS or _nesting(final) > MAX_DEPTH:
+                or len(error or "") > _MAX_OUTPUT_SLACK + MAX_ERROR_CHARS \
+                or plain_problem(final, max_chars=self.sb.max_final_chars) is not None:
             return self.sb._crash(self.started, "crash", "crash limit: the worker sent a malformed result and "
                                                          "was killed; the REPL was restarted")
         return CellResult(output=output, error=error, final=final,
@@ -460,21 +465,6 @@ class _CellRun:
         return self.sb._crash(self.started, "crash", f"crash limit: the worker process died ({how}){hint}; "
                                                      "it was restarted, variables created by code were lost "
                                                      "(variables set by the host were restored)")
-
-
-def _nesting(value: Any) -> int:
-    """How deeply lists and dicts nest in ``value`` (iterative: the host's stack is not the limit)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            break
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

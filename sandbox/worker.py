@@ -27,7 +27,6 @@ from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
-MAX_FINAL_CHARS = 2_000_000  # the largest answer FINAL/SUBMIT hands the host
 _MAX_ARGUMENT_CHARS = 1 << 27  # host-function arguments: below the host's 256 MiB frame cap
 _MAX_VARIABLE_CHARS = 1 << 27
 # Sandbox code may run outside a cell (a value the host asks for has a custom items());
@@ -97,6 +96,7 @@ class Worker:
     def __init__(self, channel: BlockingChannel, config: dict[str, Any]):
         self.channel = channel
         self.max_output_chars = int(config["max_output_chars"])
+        self.max_final_chars = int(config["max_final_chars"])  # the largest answer FINAL/SUBMIT hands the host
         self.flood_chars = max(2_000_000, 100 * self.max_output_chars)
         self.policy = Policy(self.print)
         self.namespace: dict[str, Any] = self.policy.globals()
@@ -184,7 +184,7 @@ class Worker:
     def final(self, value: Any) -> None:
         """FINAL(value): end the cell and hand ``value`` to the host as the answer."""
         try:
-            plain = to_plain(value, max_chars=MAX_FINAL_CHARS, strict=False)
+            plain = to_plain(value, max_chars=self.max_final_chars, strict=False)
         except NotPlain as exc:
             raise ValueError(f"FINAL: the answer cannot be returned because {exc}; "
                              "return something smaller, e.g. a summary or the first items") from None
