@@ -67,12 +67,12 @@ class RestrictedPythonInterpreter:
 
     def __init__(self, tools: dict[str, Callable[..., Any]] | None = None,
                  output_fields: list[dict[str, Any]] | None = None, *, timeout: float = 60.0,
-                 memory_limit_mb: int = 1024, max_output_chars: int = 100_000, drop_privileges: bool = True,
+                 memory_limit_mb: int = 1024, max_output_chars: int = 100_000, confinement: str = "os",
                  max_final_chars: int = SandboxOptions.max_final_chars):
         self._tools: dict[str, Callable[..., Any]] = dict(tools or {})
         self.output_fields = output_fields
         self._options = dict(timeout=timeout, memory_limit_mb=memory_limit_mb, max_output_chars=max_output_chars,
-                             drop_privileges=drop_privileges, max_final_chars=max_final_chars)
+                             confinement=confinement, max_final_chars=max_final_chars)
         self._sandbox: Sandbox | None = None
         self._runner = AsyncRunner()
         self._configured: tuple[Any, ...] | None = None

@@ -9,6 +9,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from sandbox.aio import AsyncRunner  # noqa: E402
 from sandbox.bridge import ChildRunner, HostFunctions  # noqa: E402
 from sandbox.budget import Budget, BudgetExceeded, Reservation  # noqa: E402
+from sandbox.confine import ConfinedResult, ConfinementUnavailable, run_confined  # noqa: E402
 from sandbox.context import Context, check_context, describe_context  # noqa: E402
 from sandbox.evaluator import (  # noqa: E402
     CallableEvaluator,
@@ -24,8 +25,8 @@ from sandbox.trajectory import Trajectory  # noqa: E402
 
 __all__ = [
     "AsyncRunner", "Budget", "BudgetExceeded", "CallableEvaluator", "CellResult", "ChildRunner",
-    "Completion", "Context", "Evaluation", "Evaluator", "HostFunctions", "LiteLLMClient", "LMClient",
+    "Completion", "ConfinedResult", "ConfinementUnavailable", "Context", "Evaluation", "Evaluator", "HostFunctions", "LiteLLMClient", "LMClient",
     "LMJudge", "Reservation", "Sandbox", "SandboxError", "Trajectory", "WorkerStartError",
     "as_evaluator", "as_lm_client", "check_context", "describe_context", "metered_completion",
-    "to_evaluation",
+    "run_confined", "to_evaluation",
 ]

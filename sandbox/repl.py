@@ -29,11 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.budget import Budget, BudgetExceeded
+from sandbox.confine import ConfinementUnavailable, check_support
 from sandbox.frames import DeadlineChannel, FrameError
 from sandbox.outbound import MAX_ERROR_CHARS, plain_problem
 from sandbox.redact import describe_error
 
 LIMITS = ("timeout", "memory", "output", "budget", "crash")
+# "os": the worker confines itself with the kernel's mechanisms (sandbox.confine) before any
+# cell runs; "none": the RestrictedPython policy and rlimits alone (unsafe for untrusted input).
+CONFINEMENTS = ("os", "none")
 RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SUBMIT", "print"})
 MAX_CELL_CHARS = 1_000_000  # no model writes more code than this in one cell; compiling it is not free
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -131,7 +135,7 @@ class Sandbox:
 
     def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = 30.0,
                  memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
-                 tool_timeout: float = 600.0, budget: Budget | None = None, drop_privileges: bool = True,
+                 tool_timeout: float = 600.0, budget: Budget | None = None, confinement: str = "os",
                  max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None,
                  max_final_chars: int = 1_000_000):
         tools = check_tools(tools)
@@ -145,6 +149,11 @@ class Sandbox:
         _check_positive("max_final_chars", max_final_chars, integer=True)
         if memory_limit_mb < 128:
             raise ValueError(f"Sandbox(memory_limit_mb=...) must be at least 128, got {memory_limit_mb}")
+        if confinement not in CONFINEMENTS:
+            raise ValueError(f"Sandbox(confinement=...) must be one of {', '.join(map(repr, CONFINEMENTS))}, "
+                             f"got {confinement!r}")
+        if confinement == "os":
+            check_support()  # fail closed, before anything starts: says what is missing and how to allow it
         if budget is not None and not isinstance(budget, Budget):
             raise TypeError(f"Sandbox(budget=...) must be a sandbox.Budget, got {type(budget).__name__}")
         self.tools = tools
@@ -156,7 +165,7 @@ class Sandbox:
         self.max_output_chars = int(max_output_chars)
         self.max_final_chars = int(max_final_chars)
         self.budget = budget
-        self.drop_privileges = drop_privileges
+        self.confinement = confinement
         self._variables: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=max_tool_threads, thread_name_prefix="sandbox-tool")
@@ -208,12 +217,15 @@ class Sandbox:
         init = {"type": "init", "tools": sorted(self.tools), "submit_fields": self.submit_fields,
                 "memory_limit_mb": self.memory_limit_mb,
                 "max_output_chars": self.max_output_chars, "max_final_chars": self.max_final_chars,
-                "drop_privileges": self.drop_privileges}
+                "confinement": self.confinement}
         try:
             ok = channel.write(init, None, deadline)
             reply = channel.read(deadline) if ok else None
         except (FrameError, OSError):
             reply = None
+        if reply is not None and reply[0].get("type") == "refused":
+            self._kill_worker()
+            raise ConfinementUnavailable(str(reply[0].get("message", "the worker could not confine itself")))
         if reply is None or reply[0].get("type") != "ready":
             stderr = self._kill_worker(read_stderr=True)
             raise WorkerStartError(f"the sandbox worker did not start: {stderr.strip()[-2000:] or 'no output'}")

@@ -45,7 +45,7 @@ class SandboxOptions:
     tool_timeout: float = 600.0
     max_concurrency: int = 8
     sub_max_tokens: int = 1024
-    drop_privileges: bool = True
+    confinement: str = "os"
     max_prompt_chars: int | None = None
     max_final_chars: int = 1_000_000
 
@@ -77,7 +77,7 @@ class Session:
         self.sandbox = Sandbox(tools=_logged(all_tools, call_log, self.host) if call_log is not None else all_tools,
                                budget=budget, timeout=options.timeout, memory_limit_mb=options.memory_limit_mb,
                                max_output_chars=options.max_output_chars, tool_timeout=options.tool_timeout,
-                               drop_privileges=options.drop_privileges, submit_fields=submit_fields,
+                               confinement=options.confinement, submit_fields=submit_fields,
                                max_final_chars=options.max_final_chars)
         try:
             for name, value in variables.items():

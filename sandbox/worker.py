@@ -1,10 +1,12 @@
 """The worker process: one persistent namespace that runs sandboxed cells.
 
 Started by :class:`sandbox.repl.Sandbox` as ``python -I`` with an empty
-environment in a temporary directory. It reads an ``init`` frame, applies its
-own resource limits and (when started as root) drops to an unprivileged user,
-then serves ``exec`` / ``set`` / ``get`` requests until its input closes. Host
-functions are reached by writing a ``call`` frame and waiting for the reply.
+environment in a temporary directory. It reads an ``init`` frame, builds the
+policy, confines itself at the OS level (:func:`sandbox.confine.confine`: its own
+uid when started as root, Landlock, seccomp, rlimits) or, with
+``confinement="none"``, sets only its rlimits, then serves ``exec`` / ``set`` /
+``get`` requests until its input closes. Host functions are reached by writing a
+``call`` frame and waiting for the reply.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import resource
 import signal
 import sys
 import time
@@ -20,11 +21,11 @@ import traceback
 from typing import Any
 
 from sandbox.compiler import CHECK_ARGS, CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
+from sandbox.confine import ConfinementUnavailable, confine, set_rlimits
 from sandbox.frames import BlockingChannel, FrameError, encode_header
 from sandbox.guards import Policy, plain_function
 from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 
-UNPRIVILEGED_ID = 65534  # nobody / nogroup
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
 _MAX_ARGUMENT_CHARS = 1 << 27  # host-function arguments: below the host's 256 MiB frame cap
@@ -419,21 +420,11 @@ class Worker:
         return {"type": "error", "message": message}
 
 
-def apply_limits(memory_limit_mb: int, drop_privileges: bool) -> None:
-    """Process-level walls behind the policy: memory, no files, no core dumps, no forks."""
-    # Load now what allowlisted code imports lazily: after the drop the stdlib may be unreadable.
+def preload() -> None:
+    """Load now what allowlisted code imports lazily: once confined, the stdlib may be unreadable."""
     import _strptime  # noqa: F401 - datetime.strptime
     for codec in _PRELOADED_CODECS:
         importlib.import_module(f"encodings.{codec}")
-    limit = memory_limit_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if drop_privileges and os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(UNPRIVILEGED_ID)
-        os.setuid(UNPRIVILEGED_ID)
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
 
 def main() -> None:
@@ -448,7 +439,16 @@ def main() -> None:
         sys.exit(2)
     worker = Worker(channel, header)
     signal.signal(signal.SIGALRM, worker.on_alarm)
-    apply_limits(int(header["memory_limit_mb"]), bool(header["drop_privileges"]))
+    preload()
+    memory_limit_mb = int(header["memory_limit_mb"])
+    try:
+        if header["confinement"] == "os":
+            confine(memory_limit_mb=memory_limit_mb)  # before any cell: the wall under the policy
+        else:
+            set_rlimits(memory_limit_mb)
+    except ConfinementUnavailable as exc:
+        channel.write({"type": "refused", "message": str(exc)})
+        os._exit(2)
     gc.disable()  # see Worker._arm
     channel.write({"type": "ready", "pid": os.getpid()})
     worker.serve()

@@ -18,7 +18,7 @@ from sandbox.outbound import MAX_ERROR_CHARS
 
 @pytest.fixture(scope="module")
 def sb():
-    with Sandbox(timeout=2.0, kill_grace=1.0, drop_privileges=False) as sandbox:
+    with Sandbox(timeout=2.0, kill_grace=1.0, confinement="none") as sandbox:
         yield sandbox
 
 
@@ -143,7 +143,7 @@ def test_output_stop_cannot_be_caught_and_reraised_with_another_reason(sb):
 
 def test_a_failed_host_call_leaves_the_clock_running():
     """call_host encodes its request before stopping the clock, and re-arms it in ``finally``."""
-    with Sandbox(tools={"ask": lambda x: x}, timeout=1.0, drop_privileges=False) as box:
+    with Sandbox(tools={"ask": lambda x: x}, timeout=1.0, confinement="none") as box:
         code = "try:\n    ask({1, 2})\nexcept TypeError:\n    pass\nwhile True:\n    pass"
         result = box.execute(code)
         assert result.limit == "timeout" and not result.restarted, result
@@ -204,7 +204,7 @@ def test_lone_surrogates_cross_as_replacement_characters(sb, code, check):
 
 def test_lone_surrogates_in_a_variable_and_a_host_call():
     seen = []
-    with Sandbox(tools={"ask": lambda x: seen.append(x) or "ok"}, drop_privileges=False) as box:
+    with Sandbox(tools={"ask": lambda x: seen.append(x) or "ok"}, confinement="none") as box:
         result = box.execute("import json\ns = json.loads('\"\\\\ud800\"')\nprint(ask(s))")
         assert result.output == "ok\n" and seen == ["?"]
         assert box.get_variable("s") == "?"
@@ -231,7 +231,7 @@ while True:
 def test_a_frame_nested_past_the_hosts_stack_is_a_crash_not_an_exception(monkeypatch):
     from sandbox import repl
     monkeypatch.setattr(repl, "_BOOTSTRAP", DEEP_FRAME_WORKER)
-    with Sandbox(drop_privileges=False) as box:
+    with Sandbox(confinement="none") as box:
         for _ in range(2):  # the bad bytes are not parsed again
             result = box.execute("1")
             assert result.limit == "crash" and result.restarted
@@ -325,7 +325,7 @@ def test_host_refuses_a_result_nested_past_its_limit(monkeypatch):
     from sandbox import repl
     worker = DEEP_FRAME_WORKER.replace("b'[' * 100000 + b']' * 100000", "b'[' * 150 + b']' * 150")
     monkeypatch.setattr(repl, "_BOOTSTRAP", worker)
-    with Sandbox(drop_privileges=False) as box:
+    with Sandbox(confinement="none") as box:
         assert box.execute("1").limit == "crash"
 
 
@@ -429,7 +429,7 @@ def test_a_lone_surrogate_in_the_code_or_a_variable_is_not_a_host_exception(sb):
 
 def test_compiling_a_huge_cell_is_bounded():
     """The cell clock starts before compiling; past MAX_CELL_CHARS the host refuses the cell."""
-    with Sandbox(timeout=0.3, kill_grace=5.0, drop_privileges=False) as box:
+    with Sandbox(timeout=0.3, kill_grace=5.0, confinement="none") as box:
         began = time.monotonic()
         result = box.execute("x = 1\n" * 150_000)  # 900 KB: under the size cap, slow to transform
         assert result.limit == "timeout" and not result.restarted, result

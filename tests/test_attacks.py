@@ -1,6 +1,6 @@
 """Runs the public sample of the attack suite (../shared/security) under its fixture contract.
 
-Each attack runs twice: with the worker's privilege drop (the default) and
+Each attack runs twice: with the worker's OS confinement (the default) and
 without it, so that the in-process policy is shown to hold on its own too.
 """
 
@@ -56,21 +56,21 @@ def attack_sandbox(monkeypatch, make_host_functions):
             raise SecretCarryingAPIError()
         return host.llm_query(prompt)
 
-    def open_sandbox(drop_privileges: bool) -> Sandbox:
+    def open_sandbox(confinement: str) -> Sandbox:
         sb = Sandbox(tools={"llm_query": llm_query, "llm_query_batched": host.llm_query_batched},
-                     timeout=2.0, kill_grace=1.0, memory_limit_mb=512, drop_privileges=drop_privileges)
+                     timeout=2.0, kill_grace=1.0, memory_limit_mb=512, confinement=confinement)
         sb.set_variable("context", CONTEXT)
         return sb
 
     return open_sandbox
 
 
-@pytest.mark.parametrize("drop_privileges", [True, False], ids=["dropped", "same-user"])
+@pytest.mark.parametrize("confinement", ["os", "none"], ids=["confined", "policy-only"])
 @pytest.mark.parametrize("name,code,expected", attacks_public.ATTACKS, ids=[a[0] for a in attacks_public.ATTACKS])
-def test_attack(name, code, expected, drop_privileges, attack_sandbox, tmp_path):
+def test_attack(name, code, expected, confinement, attack_sandbox, tmp_path):
     tmp_path.chmod(0o777)  # an escaped worker could create the marker here, even as nobody
     marker = tmp_path / "marker"
-    with attack_sandbox(drop_privileges) as sb:
+    with attack_sandbox(confinement) as sb:
         assert sb.execute("keep = 41").error is None
         started = time.monotonic()
         result = sb.execute(code.replace("@@MARKER@@", str(marker)))

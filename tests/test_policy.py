@@ -9,7 +9,7 @@ from sandbox import Sandbox
 
 @pytest.fixture(scope="module")
 def sb():
-    with Sandbox(timeout=5.0, drop_privileges=False) as sandbox:
+    with Sandbox(timeout=5.0, confinement="none") as sandbox:
         yield sandbox
 
 
@@ -129,7 +129,7 @@ def test_host_error_crosses_without_attributes():
         error.secret_payload = "hidden"
         raise error
 
-    with Sandbox(tools={"ask": failing}, drop_privileges=False) as sb:
+    with Sandbox(tools={"ask": failing}, confinement="none") as sb:
         result = sb.execute("try:\n    ask('x')\nexcept ValueError as e:\n    print(e, getattr(e, 'secret_payload', 'none'))")
         assert result.output == "ask() failed: ValueError: boom none\n"
 
@@ -140,7 +140,7 @@ def test_secrets_are_redacted_from_host_errors(monkeypatch):
     def leaky(prompt):
         raise RuntimeError("auth failed for key supersecretvalue123, header Bearer abcdefghijklmnop")
 
-    with Sandbox(tools={"ask": leaky}, drop_privileges=False) as sb:
+    with Sandbox(tools={"ask": leaky}, confinement="none") as sb:
         error = sb.execute("ask('x')").error
     assert "supersecretvalue123" not in error and "abcdefghijklmnop" not in error
     assert "[redacted]" in error
