@@ -2,10 +2,11 @@
 
     python benchmarks/sandbox_bench.py [--quick]
 
-Measures worker start (with and without a 40 MB context), the trivial-cell round
-trip, a proxied host-function round trip, the guard overhead on a hot loop, peak
-memory with a 40 MB context, and llm_query_batched efficiency (256 prompts, 100 ms
-fake latency, concurrency 32). All numbers come from one run on one machine.
+Measures worker start (confined and on the policy alone, and with a 40 MB
+context), the trivial-cell round trip, a proxied host-function round trip, the guard
+overhead on a hot loop, peak memory with a 40 MB context, llm_query_batched
+efficiency (256 prompts, 100 ms fake latency, concurrency 32), and a cell looping on
+100,000 refused sub-calls. All numbers come from one run on one machine.
 """
 
 from __future__ import annotations
@@ -46,18 +47,22 @@ def median_ms(samples: list[float]) -> float:
 
 
 def bench_start(repeats: int) -> dict[str, float]:
-    plain, with_context = [], []
+    """Worker start, confined (the default) and on the policy alone, interleaved; and with 40 MB."""
+    confined, policy_only, with_context = [], [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        sb = Sandbox()
-        plain.append(time.perf_counter() - t)
-        sb.close()
+        for confinement, samples in (("os", confined), ("none", policy_only)):
+            t = time.perf_counter()
+            sb = Sandbox(confinement=confinement)
+            samples.append(time.perf_counter() - t)
+            sb.close()
         t = time.perf_counter()
         sb = Sandbox()
         sb.set_variable("context", CONTEXT_40MB)
         with_context.append(time.perf_counter() - t)
         sb.close()
-    return {"start_ms": median_ms(plain), "start_with_40mb_context_ms": median_ms(with_context)}
+    return {"start_ms": median_ms(confined), "start_policy_only_ms": median_ms(policy_only),
+            "confinement_cost_ms": round(median_ms(confined) - median_ms(policy_only), 3),
+            "start_with_40mb_context_ms": median_ms(with_context)}
 
 
 def bench_round_trips(n: int) -> dict[str, float]:
@@ -120,21 +125,38 @@ def bench_batched(prompts: int = 256, latency: float = 0.1, concurrency: int = 3
             "batched_efficiency": round(ideal / elapsed, 4)}
 
 
-def bench_guard_overhead(n: int) -> dict[str, float]:
+def bench_guard_overhead(n: int, repeats: int = 7) -> dict[str, float]:
+    """The hot loop, plain and sandboxed: best of ``repeats`` each (the least disturbed run)."""
     namespace: dict = {}
     exec(HOT_LOOP, namespace)
     plain = []
-    for _ in range(5):
+    for _ in range(repeats):
         t = time.perf_counter()
         namespace["hot"](n)
         plain.append(time.perf_counter() - t)
     with Sandbox(timeout=120) as sb:
         sb.execute(HOT_LOOP + "import time\n")
-        result = sb.execute(f"timings = []\nfor _ in range(5):\n    t = time.perf_counter()\n    hot({n})\n"
-                            "    timings.append(time.perf_counter() - t)\nprint(sorted(timings)[2])")
+        result = sb.execute(f"timings = []\nfor _ in range({repeats}):\n    t = time.perf_counter()\n"
+                            f"    hot({n})\n    timings.append(time.perf_counter() - t)\nprint(min(timings))")
     guarded = float(result.output)
-    return {"hot_loop_plain_ms": median_ms(plain), "hot_loop_sandboxed_ms": round(guarded * 1000, 3),
-            "guard_overhead_ratio": round(guarded / statistics.median(plain), 2)}
+    return {"hot_loop_plain_ms": round(min(plain) * 1000, 3), "hot_loop_sandboxed_ms": round(guarded * 1000, 3),
+            "guard_overhead_ratio": round(guarded / min(plain), 2)}
+
+
+def bench_refusals(calls: int = 100_000) -> dict[str, float]:
+    """A cell that loops on sub-calls the host refuses (an over-long prompt, caught by try)."""
+    runner = AsyncRunner()
+    trajectory = Trajectory("bench")
+    host = HostFunctions(lm=InstantLM(), budget=Budget(), trajectory=trajectory, runner=runner,
+                         max_prompt_chars=100)
+    with Sandbox(tools=host.tools(), timeout=600) as sb:
+        t = time.perf_counter()
+        sb.execute(f"for i in range({calls}):\n    try:\n        llm_query('x' * 101)\n"
+                   "    except ValueError:\n        pass")
+        elapsed = time.perf_counter() - t
+    runner.close()
+    return {"refusals": calls, "refusals_seconds": round(elapsed, 3),
+            "refusals_trajectory_bytes": len(trajectory.to_json()), "refusals_charged_calls": host.budget.llm_calls}
 
 
 PEAK_MEMORY_PROBE = textwrap.dedent("""
@@ -190,6 +212,7 @@ def main() -> None:
     results.update(bench_guard_overhead(max(100_000, int(1_000_000 * scale))))
     results.update(bench_peak_memory())
     results.update(bench_batched())
+    results.update(bench_refusals(max(10_000, int(100_000 * scale))))
     results["targets_met"] = {name: {"<": results[name] < bound, ">": results[name] > bound,
                                      "<=": results[name] <= bound}[op] for name, (op, bound) in TARGETS.items()}
     print(write_results("sandbox", results))
