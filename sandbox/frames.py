@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 _LEN = struct.Struct(">I")
+MAX_FROM_WORKER = 1 << 28  # 256 MiB: the most a worker may send the host in one frame
 
 
 class FrameError(Exception):

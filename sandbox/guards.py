@@ -53,7 +53,7 @@ from typing import Any
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
-from sandbox.compiler import READABLE_DUNDERS
+from sandbox.compiler import CHECK_ARGS, CLASS_DUNDERS, READABLE_DUNDERS
 
 
 # Attribute names that lead to frames, code or the internals of generators and
@@ -94,6 +94,8 @@ _FAST_ATTR_TYPES = frozenset((
     tuple, range, slice, bytearray, collections.Counter, collections.defaultdict,
     collections.OrderedDict, collections.deque,
 ))
+_METHOD_TYPES = frozenset({types.MethodDescriptorType, types.WrapperDescriptorType,
+                           types.ClassMethodDescriptorType, types.BuiltinMethodType, types.BuiltinFunctionType})
 _FAST_ITEM_TYPES = frozenset({dict, list, tuple, str, bytes, range, collections.Counter,
                               collections.defaultdict, collections.OrderedDict})
 
@@ -306,12 +308,19 @@ class Policy:
         except AttributeError:
             raise AttributeError(f"{kind.__name__!r} object has no attribute {name!r}") from None
         self.check_value(value, name)
+        if name in ("format", "format_map") and type(value) is types.BuiltinMethodType \
+                and isinstance(value.__self__, str):
+            # str.format bound by another route (super(S, s).format): its {0.__globals__} fields
+            # would be resolved without the guards.
+            return self._string_method(value.__self__, name)
         if isinstance(value, MUTABLE_CONTAINERS) and not self.classes.owns(value) \
                 and not self._sandbox_made(obj, name, value):
             # e.g. textwrap.TextWrapper.unicode_whitespace_trans: a class-level table
             # shared by every user of the library, also when read through a subclass.
             return _copy_container(value)
-        if kind in _FAST_ATTR_TYPES:
+        if kind in _FAST_ATTR_TYPES and type(getattr(kind, name, None)) in _METHOD_TYPES:
+            # Only methods: a data attribute (slice.start, defaultdict.default_factory) differs per
+            # object, and a cached name skips the value check.
             self._fast_attrs.add((kind, name))
         return value
 
@@ -320,7 +329,9 @@ class Policy:
             value = getattr(obj, name, None)
             if isinstance(value, str) or value is None:
                 return value
-        if name == "__init__" and type(obj) is super:
+        if name == "__init__" and type(obj) is super and self.classes.owns(obj.__self__):
+            # Only on the sandbox's own objects: super(type(typing.List), typing.List).__init__(...)
+            # re-initialised a library object shared with every later cell.
             return getattr(obj, name)
         raise _deny(name)
 
@@ -419,6 +430,18 @@ class Policy:
                 # metaclass with hooks of its own (register, __prepare__...).
                 raise TypeError(f"cannot subclass {base.__name__!r} in the sandbox: its metaclass is "
                                 f"{type(base).__name__!r}, and only plain classes may be subclassed")
+            if issubclass(base, _ProxyBase):
+                raise TypeError(f"cannot subclass {base.__name__!r} in the sandbox")
+        for key, value in namespace.items():
+            if key in CLASS_DUNDERS and key != "__init__" and not _carries_argument_check(value):
+                # A decorator swapped in a function without the check (or a builtin such as
+                # list.append): C code would hand it its own objects unchecked.
+                raise TypeError(f"{name}.{key} must be a plain function defined in the class body")
+        if any(issubclass(base, _HASHABLE_BUILTINS) for base in bases):
+            # Unhashable: a str subclass with its own __getitem__/__repr__ hashes like the plain
+            # string, so a library cache (re's templates, typing's aliases) would serve later cells
+            # what its methods made.
+            namespace = {**namespace, "__hash__": None}
         cls = type(name, bases, namespace)
         self.classes.add(cls)
         return cls
@@ -507,13 +530,31 @@ def plain_function(method: Callable[..., Any], name: str) -> Callable[..., Any]:
     return function
 
 
+_HASHABLE_BUILTINS = (str, bytes, int, float, complex, tuple, frozenset)
+_CO_VARARGS = 0x04  # inspect.CO_VARARGS, without importing inspect into every worker
+
+
+def _carries_argument_check(function: Any) -> bool:
+    """Whether a special method is a sandbox function that value-checks its arguments
+    (the compiler puts the check first in every such ``def`` that takes arguments)."""
+    if type(function) is not types.FunctionType:
+        return False
+    code = function.__code__
+    takes_arguments = code.co_argcount + code.co_kwonlyargcount > 1 or code.co_flags & _CO_VARARGS
+    return not takes_arguments or CHECK_ARGS in code.co_names
+
+
 def safe_type(obj: Any) -> Any:
     """One-argument ``type``. The real one, every metaclass (``type(type(re.I))`` is
     ``EnumType``) and every class a metaclass built (``type(re.I)``: ``Enum`` is in its
     ``mro()``) can build classes outside the class hook; ``type()`` of such an object is
     this function itself."""
     cls = type(obj)
-    return safe_type if is_metaclass(cls) or has_own_metaclass(cls) else cls
+    if is_metaclass(cls) or has_own_metaclass(cls) or issubclass(cls, _ProxyBase) or id(cls) in _TYPING_TYPE_IDS:
+        # typing's internal classes (type(typing.List)) and the module proxies' own classes
+        # are the worker's machinery, not values.
+        return safe_type
+    return cls
 
 
 _MISSING = object()

@@ -24,13 +24,14 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sandbox.budget import Budget, BudgetExceeded
 from sandbox.confine import ConfinementUnavailable, check_support
-from sandbox.frames import DeadlineChannel, FrameError
+from sandbox.frames import MAX_FROM_WORKER, DeadlineChannel, FrameError
 from sandbox.outbound import MAX_ERROR_CHARS, plain_problem
 from sandbox.redact import describe_error
 
@@ -46,7 +47,6 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _BOOTSTRAP = ("import sys, types; pkg = types.ModuleType('sandbox'); pkg.__path__ = [sys.argv[1]]; "
               "sys.modules['sandbox'] = pkg; from sandbox.worker import main; main()")
 _START_TIMEOUT = 30.0
-_MAX_FROM_WORKER = 1 << 28  # 256 MiB: the most a worker may send the host in one frame
 _MAX_OUTPUT_SLACK = 1000  # the truncation notice the worker adds to capped output and errors
 
 
@@ -172,6 +172,7 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: DeadlineChannel | None = None
         self._closed = False
+        self._state_lost = False
         self._workdir = tempfile.mkdtemp(prefix="rlm-sandbox-")
         self._box: dict[str, Any] = {"proc": None}  # what the finalizer must kill if close() is never called
         self._finalizer = weakref.finalize(self, _cleanup, self._box, self._pool, self._workdir)
@@ -211,7 +212,7 @@ class Sandbox:
             raise WorkerStartError(f"could not start the sandbox worker ({sys.executable}): {exc}") from exc
         self._proc = self._box["proc"] = proc
         channel = DeadlineChannel(proc.stdout.fileno(), proc.stdin.fileno(),
-                                  max_header=_MAX_FROM_WORKER, max_payload=_MAX_FROM_WORKER)
+                                  max_header=MAX_FROM_WORKER, max_payload=MAX_FROM_WORKER)
         self._channel = channel
         deadline = time.monotonic() + _START_TIMEOUT
         init = {"type": "init", "tools": sorted(self.tools), "submit_fields": self.submit_fields,
@@ -327,6 +328,7 @@ class Sandbox:
         except (FrameError, OSError):
             pass
         self._kill_worker()
+        self._state_lost = True  # the next cell runs in a fresh worker: its result must say so
         raise SandboxError(f"the sandbox worker stopped answering a {header['type']!r} request; "
                            "it was killed and will restart on next use")
 
@@ -343,7 +345,11 @@ class Sandbox:
                                     f"{MAX_CELL_CHARS:,}: write shorter code and keep data in variables")
         with self._lock:
             self._ensure_open()
-            return _CellRun(self, code, float(timeout or self.timeout)).run()
+            result = _CellRun(self, code, float(timeout or self.timeout)).run()
+            if self._state_lost:
+                self._state_lost = False
+                result = dataclasses.replace(result, restarted=True)
+            return result
 
     def _crash(self, started: float, limit: str, error: str) -> CellResult:
         self._kill_worker()

@@ -22,14 +22,14 @@ from typing import Any
 
 from sandbox.compiler import CHECK_ARGS, CHECK_STOP, IMPORT_FROM, SHOW, compile_cell
 from sandbox.confine import ConfinementUnavailable, confine, set_rlimits
-from sandbox.frames import BlockingChannel, FrameError, encode_header
+from sandbox.frames import MAX_FROM_WORKER, BlockingChannel, FrameError, encode_header
 from sandbox.guards import Policy, plain_function
 from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
-_MAX_ARGUMENT_CHARS = 1 << 27  # host-function arguments: below the host's 256 MiB frame cap
-_MAX_VARIABLE_CHARS = 1 << 27
+_MAX_ARGUMENT_CHARS = MAX_FROM_WORKER // 2  # host-function arguments: below the host's frame cap
+_MAX_VARIABLE_CHARS = MAX_FROM_WORKER // 2
 # Sandbox code may run outside a cell (a value the host asks for has a custom items());
 # it runs under this clock, never without one.
 HOUSEKEEPING_SECONDS = 5.0
@@ -274,11 +274,15 @@ class Worker:
     def on_alarm(self, signum: int, frame: Any) -> None:
         # The alarm may land anywhere while the clock runs, the worker's own code included
         # (a C loop inside print's str() calls): every armed region catches the stop.
-        if not self.running or self.stop is not None:
-            return  # outside the clock, or a stop is already on its way
+        if not self.running or (frame is not None and frame.f_code is _DISARM_CODE):
+            return  # outside the clock, or stopping it
         if self.in_host_call:
             self.expired = True
             return
+        if self.stop is not None:
+            # A stop is pending but code still runs (an ``except f():`` type expression, or a
+            # finalizer that swallowed it as unraisable): raise it again, every 50 ms.
+            raise CellStop(self.stop.reason, self.stop.message)
         raise self._halt(self.timeout_limit, self._timeout_message())
 
     def execute(self, code: str, timeout: float, timeout_limit: str) -> dict[str, Any]:
@@ -289,22 +293,31 @@ class Worker:
         error = None
         try:
             self._arm(timeout)  # compiling a huge cell takes time too
-            compiled = compile_cell(code, filename)
-            self.sources[filename] = code.splitlines()
-            error = self._run(compiled)
-        except SyntaxError as exc:
-            error = clean_text(f"SyntaxError: {exc}")
-        except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
-            error = clean_text(f"SyntaxError: the cell cannot be compiled: {type(exc).__name__}: "
-                               f"{cap(str(exc), 200)}")
+            compiled, error = self._compile(code, filename)
+            if compiled is not None:
+                error = self._run(compiled)
         except CellStop:
             pass  # the alarm landed in the worker's own code: the stop is recorded in self.stop
+        except MemoryError:
+            self._halt("memory", "memory limit: the worker ran out of memory after the cell; variables kept")
         finally:
             self._disarm()
         limit = None
         if self.stop is not None:  # the worker's own record decides, never the exception object
             limit, error = (None, None) if self.stop.reason == "final" else (self.stop.reason, self.stop.message)
         return self._result(error=error, limit=limit, started=started)
+
+    def _compile(self, code: str, filename: str) -> tuple[Any, str | None]:
+        """The compiled cell, or ``None`` and the error text."""
+        try:
+            compiled = compile_cell(code, filename)
+        except SyntaxError as exc:
+            return None, clean_text(f"SyntaxError: {exc}")
+        except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
+            return None, clean_text(f"SyntaxError: the cell cannot be compiled: {type(exc).__name__}: "
+                                    f"{cap(str(exc), 200)}")
+        self.sources[filename] = code.splitlines()
+        return compiled, None
 
     def _run(self, compiled: Any) -> str | None:
         """Run a compiled cell under the armed clock; its error text, if it raised one."""
@@ -363,7 +376,11 @@ class Worker:
             return {"type": "error", "message": f"no variable named {name!r}"}, None
         value = self.namespace[name]
         if isinstance(value, str):
-            return {"type": "value", "encoding": "str"}, clean_text(value).encode("utf-8")
+            data = clean_text(value).encode("utf-8")
+            if len(data) > MAX_FROM_WORKER:  # the host would refuse the frame and kill the worker
+                return {"type": "error", "message": f"variable {name!r} is {len(data):,} bytes as UTF-8; "
+                                                    f"at most {MAX_FROM_WORKER:,} can be read"}, None
+            return {"type": "value", "encoding": "str"}, data
         self._reset_cell_state("timeout")
         self._arm(HOUSEKEEPING_SECONDS)  # to_plain may call the value's own methods
         try:
@@ -418,6 +435,9 @@ class Worker:
             return {"type": "result", "output": "", "error": message, "limit": None, "has_final": False,
                     "final": None, "seconds": 0.0}
         return {"type": "error", "message": message}
+
+
+_DISARM_CODE = Worker._disarm.__code__
 
 
 def preload() -> None:

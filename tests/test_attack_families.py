@@ -440,3 +440,89 @@ def test_compiling_a_huge_cell_is_bounded():
 
 def test_a_c_loop_inside_print_is_stopped_softly(sb):
     stopped(sb, "print(*[10**4000] * 10**6)", "timeout")
+
+
+# -- found by a second review ----------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [
+    "class S(str):\n    pass\nf = super(S, S('{0.__globals__}')).format\nprint(f(FINAL))",
+    "class S(str):\n    pass\nprint(super(S, S('{m.__globals__}')).format_map({'m': print}))",
+])
+def test_str_format_is_guarded_by_every_route(sb, code):
+    """A bound str.format found any way (here through super) is the guarded formatter."""
+    assert "not allowed" in blocked(sb, code)
+
+
+def test_super_init_only_reinitialises_the_sandboxs_own_objects(sb):
+    poison = ("import typing\ndef evil(*a):\n    return []\n"
+              "super(type(typing.List), typing.List).__init__(evil, inst=True, name='List')")
+    blocked(sb, poison)
+    assert sb.execute("import typing\nprint(typing.List[int])").output == "typing.List[int]\n"
+    mine = "class A:\n    def __init__(self):\n        self.x = 1\nclass B(A):\n    def __init__(self):\n" \
+           "        super().__init__()\nprint(B().x)"
+    assert sb.execute(mine).output == "1\n"
+
+
+@pytest.mark.parametrize("code", [
+    "import re\nT = type(re)\nprint(T is type(print), T.mro())",
+    "import typing\nprint(type(typing.List).mro())",
+    "import re\nclass P(type(re).mro()[1]):\n    pass",
+])
+def test_type_hides_the_workers_machinery(sb, code):
+    """type() of a module proxy or of typing's internals is the sandbox's type function itself."""
+    blocked(sb, code)
+
+
+@pytest.mark.parametrize("code", [
+    "def f():\n    while True:\n        pass\ntry:\n    while True:\n        pass\nexcept f():\n    pass",
+    "def g():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+    "held = g()\nnext(held)\nheld = None\nwhile True:\n    pass",
+])
+def test_code_running_after_a_stop_is_stopped_again(sb, code):
+    """While a stop is pending, every alarm raises it again."""
+    sb.execute("canary = 'alive'")
+    result = sb.execute(code)
+    assert result.limit == "timeout" and not result.restarted, result
+    assert sb.execute("print(canary)").output == "alive\n"
+
+
+def test_a_variable_too_large_for_a_frame_is_refused_not_fatal():
+    with Sandbox(confinement="none", memory_limit_mb=2048) as box:
+        box.execute("keep = 1\ns = 'x' * 270_000_000")
+        with pytest.raises(TypeError, match="at most"):
+            box.get_variable("s")
+        assert box.execute("print(keep)").output == "1\n"
+
+
+@pytest.mark.parametrize("code", [
+    "def raw(self, other):\n    return False\nclass P:\n    @(lambda f: raw)\n    def __eq__(self, other):\n        pass",
+    "class P:\n    @staticmethod\n    def __eq__(other):\n        return False",
+    "class L(list):\n    @(lambda f: list.append)\n    def __eq__(self, other):\n        pass",
+])
+def test_special_methods_must_carry_the_argument_check(sb, code):
+    """build_class refuses a special method that is not the checked function its def made."""
+    assert "must be a plain function" in blocked(sb, code)
+
+
+@pytest.mark.parametrize("poison,check,expected", [
+    ("import re\nclass S(str):\n    def __getitem__(self, i):\n        return 'PWNED\\\\1'[i]\n"
+     "re.sub('(\\\\w+)', S('\\\\1zzzz'), 'hello')",
+     "import re\nprint(re.sub('(\\\\w+)', '\\\\1zzzz', 'hello world'))", "hellozzzz worldzzzz\n"),
+    ("import typing\nclass S(str):\n    def __repr__(self):\n        return 'POISON'\ntyping.Optional[S('int')]",
+     "import typing\nprint(typing.Optional['int'])", "typing.Optional[ForwardRef('int')]\n"),
+])
+def test_subclasses_of_hashable_builtins_stay_out_of_library_caches(sb, poison, check, expected):
+    """Sandbox subclasses of str/int/tuple/... are unhashable."""
+    sb.execute(poison)
+    assert sb.execute(check).output == expected
+
+
+def test_per_object_data_attributes_are_never_cached_unchecked():
+    policy = Policy(print)
+    policy.getattr(slice(1, 2), "start"), policy.getattr([], "append")
+    assert (slice, "start") not in policy._fast_attrs and (list, "append") in policy._fast_attrs
+
+
+def test_code_running_after_final_is_bounded_and_the_answer_kept(sb):
+    result = sb.execute("def f():\n    while True:\n        pass\ntry:\n    FINAL(1)\nexcept f():\n    pass")
+    assert result.has_final and result.final == 1 and not result.restarted and result.seconds < 5, result
