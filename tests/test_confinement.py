@@ -596,3 +596,55 @@ def test_unavailable_platform_names_the_opt_out(monkeypatch):
     assert "Linux" in str(info.value) and 'Sandbox(confinement="none")' in str(info.value)
     with pytest.raises(confine_mod.ConfinementUnavailable):
         confine_mod.run_confined("print(1)")
+
+
+# -- the real worker, confined, for the host's own user ------------------------------------
+
+WORKER_STATUS = """
+import json, os, sys
+from sandbox import Sandbox
+with Sandbox() as sb:
+    ran = sb.execute("print(sum(range(10)))").output
+    status = dict(line.split(":", 1) for line in open(f"/proc/{sb.pid}/status"))
+    print(json.dumps({"host_uid": os.getuid(), "ran": ran,
+                      "uid": int(status["Uid"].split()[0]), "seccomp": status["Seccomp"].strip(),
+                      "no_new_privs": status["NoNewPrivs"].strip()}))
+"""
+
+
+@pytest.fixture
+def user_python(harness):
+    """A python the harness user can run that imports this checkout and its dependencies: the
+    venv's own when it is that user's, else a bare venv of ``harness.python`` that links them in
+    (in a world-readable directory: the test's tmp_path is private to root)."""
+    if harness.python == sys.executable:
+        yield sys.executable
+        return
+    base = Path(tempfile.mkdtemp(prefix="rlm-user-venv-", dir="/tmp"))
+    try:
+        venv = base / "venv"
+        subprocess.run([harness.python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+        (site,) = venv.glob("lib/python3*/site-packages")
+        deps = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+        (site / "rlm-checkout.pth").write_text("\n".join([str(Path(__file__).resolve().parents[1]), *deps]) + "\n")
+        for path in [base, *base.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        yield str(venv / "bin" / "python")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_every_worker_is_confined_whoever_runs_the_host(harness, user_python):
+    """Sandbox's own worker, not only run_confined: seccomp on, no_new_privs, and as root a uid
+    of its own (UID_BASE + pid); as an ordinary user, that user's uid under the same walls."""
+    python = user_python
+    proc = subprocess.run([python, "-I", "-c", WORKER_STATUS], capture_output=True, text=True, env={},
+                          cwd="/", timeout=120, **harness.popen_ids)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["ran"] == "45\n" and seen["seccomp"] == "2" and seen["no_new_privs"] == "1", seen
+    if harness.mode == "root":
+        assert seen["uid"] >= confine_mod.UID_BASE and seen["uid"] != seen["host_uid"]
+    else:
+        assert seen["uid"] == seen["host_uid"] == harness.uid
