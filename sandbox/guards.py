@@ -2,8 +2,14 @@
 
 RestrictedPython only rewrites attribute, item, write and iteration operations
 into calls to the functions defined here; these functions *are* the policy. It
-runs inside the worker process, so a bug here is contained by the process
-limits, but every rule below exists to stop a known escape family:
+runs inside the worker process, so a bug here is contained by the OS confinement
+(``sandbox.confine``), but every rule below exists to stop a known escape family:
+
+- guard decisions never run code the sandbox wrote: names must be exact ``str``
+  before anything hashes them, and type tables are looked up by ``id``;
+- no metaclass, and no class a metaclass built (enums, ABCs, ``typing.Any``),
+  reaches sandboxed code: ``type()`` answers with itself for them, their
+  attributes are refused, and they cannot be subclassed;
 
 - underscore and frame/code/traceback attribute names are refused (``__class__``
   walks to ``object.__subclasses__``; ``gi_frame.f_back.f_globals`` reaches the
@@ -15,13 +21,16 @@ limits, but every rule below exists to stop a known escape family:
 - modules are never handed in: each allowed module is a read-only proxy built from
   an explicit allowlist (``re.enum.sys``, ``json.codecs.open`` and friends);
 - ``str.format`` resolves ``{0.attr[key]}`` fields through these same guards
-  (CVE-2023-41039);
+  (CVE-2023-41039), however the bound method was found (``super(S, s).format``);
+- ``super().__init__`` re-initialises only the sandbox's own objects; special
+  methods must be the argument-checking functions their ``def`` made, and
+  subclasses of hashable builtins are unhashable (no library cache holds them);
 - writes reach only builtin containers and objects of classes the sandbox defined
   (``json.dumps = ...`` or poisoning a library's module-level table is refused), and
   mutable containers read off library classes come back as copies.
 
-Decisions for the hot builtin types are cached per (type, name), which keeps a
-guarded loop within a small factor of plain CPython.
+Decisions for the methods of hot builtin types are cached per (type, name), which
+keeps a guarded loop within a small factor of plain CPython.
 """
 
 from __future__ import annotations
