@@ -13,7 +13,8 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.guards import Policy
-from sandbox.outbound import MAX_ERROR_CHARS
+
+ERROR_TEXT_BOUND = 4_200  # the README's 4,000 characters, plus the truncation notice
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_a_final_value_too_deep_or_too_large_is_refused_in_the_cell(sb):
 def test_error_text_is_capped(sb, code):
     """Traceback entries collapse, long tracebacks are elided, every line and message is capped."""
     result = sb.execute(code)
-    assert result.error and len(result.error) <= MAX_ERROR_CHARS + 200, len(result.error or "")
+    assert result.error and len(result.error) <= ERROR_TEXT_BOUND, len(result.error or "")
 
 
 def test_a_recursion_traceback_collapses_repeats_as_cpython_does(sb):
@@ -526,3 +527,18 @@ def test_per_object_data_attributes_are_never_cached_unchecked():
 def test_code_running_after_final_is_bounded_and_the_answer_kept(sb):
     result = sb.execute("def f():\n    while True:\n        pass\ntry:\n    FINAL(1)\nexcept f():\n    pass")
     assert result.has_final and result.final == 1 and not result.restarted and result.seconds < 5, result
+
+
+@pytest.mark.parametrize("code", [
+    "import collections\nclass C(collections.ChainMap):\n    pass",
+    "import typing\nclass A(typing.Mapping):\n    pass",
+])
+def test_classes_with_their_own_metaclass_cannot_be_subclassed(sb, code):
+    """build_class: the class statement itself fails, before any metaclass hook runs."""
+    assert "its metaclass is" in blocked(sb, code)
+
+
+def test_super_init_is_refused_on_objects_the_sandbox_did_not_define(sb):
+    """The guard itself, whatever the route to the object: no library object is re-initialised."""
+    code = "import collections\nd = collections.OrderedDict(a=1)\nsuper(collections.OrderedDict, d).__init__(b=2)"
+    assert "__init__" in blocked(sb, code)
