@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.budget import Budget, BudgetExceeded
-from sandbox.confine import ConfinementUnavailable, check_support
+from sandbox.confine import ConfinementUnavailable, check_support, interpreter_read_paths
 from sandbox.frames import MAX_FROM_WORKER, DeadlineChannel, FrameError
 from sandbox.outbound import MAX_ERROR_CHARS, plain_problem
 from sandbox.redact import describe_error
@@ -218,7 +218,9 @@ class Sandbox:
         init = {"type": "init", "tools": sorted(self.tools), "submit_fields": self.submit_fields,
                 "memory_limit_mb": self.memory_limit_mb,
                 "max_output_chars": self.max_output_chars, "max_final_chars": self.max_final_chars,
-                "confinement": self.confinement}
+                "confinement": self.confinement,
+                # Worked out once per host process: the worker then needs no sysconfig or importlib.
+                "read_paths": interpreter_read_paths() if self.confinement == "os" else None}
         try:
             ok = channel.write(init, None, deadline)
             reply = channel.read(deadline) if ok else None

@@ -463,7 +463,7 @@ def main() -> None:
     memory_limit_mb = int(header["memory_limit_mb"])
     try:
         if header["confinement"] == "os":
-            confine(memory_limit_mb=memory_limit_mb)  # before any cell: the wall under the policy
+            confine(memory_limit_mb=memory_limit_mb, read_paths=header["read_paths"])  # the wall under the policy
         else:
             set_rlimits(memory_limit_mb)
     except ConfinementUnavailable as exc:
