@@ -13,6 +13,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.guards import Policy
+from tests.fake_worker import fake_worker
 
 ERROR_TEXT_BOUND = 4_200  # the README's 4,000 characters, plus the truncation notice
 
@@ -211,22 +212,11 @@ def test_lone_surrogates_in_a_variable_and_a_host_call():
         assert box.get_variable("s") == "?"
 
 
-DEEP_FRAME_WORKER = """
-import os, struct, json
-def read():
-    n = struct.unpack('>I', os.read(0, 4))[0]
-    data = b''
-    while len(data) < n:
-        data += os.read(0, n - len(data))
-    return json.loads(data)
-def send(body):
-    os.write(1, struct.pack('>I', len(body)) + body)
-read()
-send(json.dumps({'type': 'ready'}).encode())
+DEEP_FRAME_WORKER = fake_worker("""
 while True:
     read()
-    send(b'{"type": "result", "output": "", "error": null, "final": ' + b'[' * 100000 + b']' * 100000 + b'}')
-"""
+    send_raw(b'{"type": "result", "output": "", "error": null, "final": ' + b'[' * 100000 + b']' * 100000 + b'}')
+""")
 
 
 def test_a_frame_nested_past_the_hosts_stack_is_a_crash_not_an_exception(monkeypatch):

@@ -19,6 +19,7 @@ from sandbox.bridge import DEFAULT_MAX_PROMPT_CHARS
 from sandbox.outbound import plain_problem
 from sandbox.session import SandboxOptions, Session
 from tests.conftest import FakeLM
+from tests.fake_worker import fake_worker
 from tests.dspy_lms import script_lm, text_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,22 +263,7 @@ def test_a_root_that_insists_on_a_refused_final_stops_at_the_iteration_cap(name)
     assert "FINAL" in pred.trajectory[0]["output"]  # refused by the worker or, failing that, the host
 
 
-LYING_WORKER = """
-import os, struct, json
-def exact(n):
-    data = b''
-    while len(data) < n:
-        data += os.read(0, n - len(data))
-    return data
-def read():
-    header = json.loads(exact(struct.unpack('>I', exact(4))[0]))
-    exact(header.get('payload', 0))
-    return header
-def send(header):
-    body = json.dumps(header).encode()
-    os.write(1, struct.pack('>I', len(body)) + body)
-read()
-send({'type': 'ready'})
+LYING_WORKER = fake_worker("""
 while True:
     header = read()
     if header['type'] == 'exec':
@@ -291,7 +277,7 @@ while True:
         send({'type': 'value', 'encoding': 'json', 'value': []})
     else:
         send({'type': 'ok'})
-"""
+""")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 import sandbox.repl as repl
 from sandbox import Budget, BudgetExceeded, Sandbox, SandboxError, WorkerStartError
+from tests.fake_worker import fake_worker
 
 
 def alive(pid: int) -> bool:
@@ -265,20 +266,10 @@ def test_worker_start_failure_is_a_clear_error(monkeypatch):
         Sandbox()
 
 
-MALICIOUS_WORKER = """
-import os, struct, json
-def read():
-    n = struct.unpack('>I', os.read(0, 4))[0]
-    data = b''
-    while len(data) < n:
-        data += os.read(0, n - len(data))
-    return json.loads(data)
-read()
-body = json.dumps({'type': 'ready'}).encode()
-os.write(1, struct.pack('>I', len(body)) + body)
+MALICIOUS_WORKER = fake_worker("""
 read()
 os.write(1, struct.pack('>I', 9) + b'not json!')
-"""
+""")
 
 
 def test_malformed_frame_kills_the_worker(monkeypatch):
