@@ -10,6 +10,7 @@ writes have deadlines, and a malformed frame kills the worker.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import json
 import keyword
 import os
@@ -24,7 +25,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,15 @@ class Sandbox:
     a type name and a redacted message. ``timeout`` bounds the cell's own time; the
     clock pauses while a tool runs, and each tool call is bounded by
     ``tool_timeout`` instead. A ``budget`` bounds everything by its wall clock.
+    ``confinement="os"`` (the default) has the worker confine itself with seccomp,
+    Landlock and, under root, a uid of its own before any cell runs (see
+    :mod:`sandbox.confine`); ``"none"`` runs on the policy alone and is unsafe for
+    untrusted input. ``max_final_chars`` bounds a ``FINAL``/``SUBMIT`` value.
+
+    Raises:
+        ConfinementUnavailable: ``confinement="os"`` cannot be applied here; the message
+            says what is missing and how to allow it.
+        WorkerStartError: the worker process could not be started.
     """
 
     def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = 30.0,
