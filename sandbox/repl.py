@@ -48,6 +48,9 @@ _BOOTSTRAP = ("import sys, types; pkg = types.ModuleType('sandbox'); pkg.__path_
               "sys.modules['sandbox'] = pkg; from sandbox.worker import main; main()")
 _START_TIMEOUT = 30.0
 _MAX_OUTPUT_SLACK = 1000  # the truncation notice the worker adds to capped output and errors
+DEFAULT_MAX_FINAL_CHARS = 1_000_000
+_PROTOCOL_BROKEN = ("crash limit: the worker broke the protocol and was killed; the REPL was restarted and "
+                    "its variables were lost")
 
 
 class SandboxError(Exception):
@@ -146,7 +149,7 @@ class Sandbox:
                  memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
                  tool_timeout: float = 600.0, budget: Budget | None = None, confinement: str = "os",
                  max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None,
-                 max_final_chars: int = 1_000_000):
+                 max_final_chars: int = DEFAULT_MAX_FINAL_CHARS):
         tools = check_tools(tools)
         submit_fields = _check_submit_fields(submit_fields)
         _check_positive("timeout", timeout)
@@ -413,8 +416,7 @@ class _CellRun:
             if reply["type"] == "result":
                 return self._result(reply)
             if reply["type"] != "call":
-                return sb._crash(self.started, "crash", "crash limit: the worker broke the protocol and was "
-                                                        "killed; the REPL was restarted and its variables were lost")
+                return sb._crash(self.started, "crash", _PROTOCOL_BROKEN)
             header = self._call_tool(reply)
 
     def _call_tool(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -486,8 +488,7 @@ class _CellRun:
         try:
             code = proc.wait(timeout=1.0) if proc is not None else None
         except subprocess.TimeoutExpired:  # it closed the channel or broke the protocol, but still runs
-            return self.sb._crash(self.started, "crash", "crash limit: the worker broke the protocol and was "
-                                                         "killed; the REPL was restarted and its variables were lost")
+            return self.sb._crash(self.started, "crash", _PROTOCOL_BROKEN)
         how = (f"signal {signal.Signals(-code).name}" if isinstance(code, int) and code < 0
                else f"exit code {code}")
         hint = " (likely C stack exhaustion from deep nesting)" if code == -signal.SIGSEGV else ""

@@ -21,7 +21,7 @@ from sandbox.budget import Budget
 from sandbox.context import check_context
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
-from sandbox.repl import RESERVED_NAMES, CellResult, Sandbox, check_tools
+from sandbox.repl import DEFAULT_MAX_FINAL_CHARS, RESERVED_NAMES, CellResult, Sandbox, check_tools
 from sandbox.trajectory import Trajectory, preview
 
 HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
@@ -47,7 +47,7 @@ class SandboxOptions:
     sub_max_tokens: int = 1024
     confinement: str = "os"
     max_prompt_chars: int | None = None
-    max_final_chars: int = 1_000_000
+    max_final_chars: int = DEFAULT_MAX_FINAL_CHARS
 
 
 def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:

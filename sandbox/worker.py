@@ -28,8 +28,7 @@ from sandbox.outbound import NotPlain, cap, clean_text, format_error, to_plain
 
 _PRELOADED_CODECS = ("ascii", "latin_1", "cp1250", "cp1251", "cp1252", "iso8859_15", "utf_16", "utf_16_le",
                      "utf_16_be", "utf_32", "idna", "punycode", "mac_roman", "koi8_r", "unicode_escape")
-_MAX_ARGUMENT_CHARS = MAX_FROM_WORKER // 2  # host-function arguments: below the host's frame cap
-_MAX_VARIABLE_CHARS = MAX_FROM_WORKER // 2
+_MAX_PLAIN_CHARS = MAX_FROM_WORKER // 2  # host-call arguments and variables read by the host: under its frame cap
 # Sandbox code may run outside a cell (a value the host asks for has a custom items());
 # it runs under this clock, never without one.
 HOUSEKEEPING_SECONDS = 5.0
@@ -234,8 +233,8 @@ class Worker:
         # was checked, and no user code (a dict subclass's items()) runs once the clock stops.
         try:
             request = encode_header({"type": "call", "name": name,
-                                     "args": to_plain(args, max_chars=_MAX_ARGUMENT_CHARS, strict=True),
-                                     "kwargs": to_plain(kwargs, max_chars=_MAX_ARGUMENT_CHARS, strict=True)})
+                                     "args": to_plain(args, max_chars=_MAX_PLAIN_CHARS, strict=True),
+                                     "kwargs": to_plain(kwargs, max_chars=_MAX_PLAIN_CHARS, strict=True)})
         except NotPlain as exc:
             raise TypeError(f"{name}(): arguments must be JSON values (str, int, float, bool, None, "
                             f"lists, dicts with str keys), and {exc}") from None
@@ -322,11 +321,7 @@ class Worker:
     def _run(self, compiled: Any) -> str | None:
         """Run a compiled cell under the armed clock; its error text, if it raised one."""
         self.graveyard.clear()
-        for name, value in self.reserved.items():
-            current = self.namespace.get(name)
-            if current is not value:
-                self.namespace[name] = value  # a cell's own binding of the name is dropped here, clocked
-        del current
+        self.namespace.update(self.reserved)  # a cell's own binding of these names is dropped here, clocked
         try:
             exec(compiled, self.namespace)
         except MemoryError:
@@ -384,7 +379,7 @@ class Worker:
         self._reset_cell_state("timeout")
         self._arm(HOUSEKEEPING_SECONDS)  # to_plain may call the value's own methods
         try:
-            plain = to_plain(value, max_chars=_MAX_VARIABLE_CHARS, strict=True)
+            plain = to_plain(value, max_chars=_MAX_PLAIN_CHARS, strict=True)
         except NotPlain as exc:
             return {"type": "error", "message": f"variable {name!r} holds a {type(value).__name__}, "
                                                 f"which is not JSON-serializable ({exc})"}, None
