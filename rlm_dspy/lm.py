@@ -10,14 +10,13 @@ tracked.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import functools
 from typing import Any
 
 import dspy
 from dspy import lm15
 
+from sandbox.aio import CallTimedOut, call_with_timeout
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.lm import Completion, Messages, estimate_prompt_tokens, litellm_input_tokens, price_usd
 
@@ -40,20 +39,28 @@ def max_output_tokens(lm: dspy.BaseLM) -> int:
     return int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or DEFAULT_MAX_TOKENS)
 
 
-def _usage(tracker: Any) -> tuple[int, int]:
-    totals = tracker.get_total_tokens().values()
-    return (sum(int(u.get("prompt_tokens") or 0) for u in totals),
-            sum(int(u.get("completion_tokens") or 0) for u in totals))
+def _usage(tracker: Any) -> dict[str, tuple[int, int]]:
+    """(prompt, completion) tokens per model, from a ``dspy.track_usage`` tracker."""
+    return {str(model): (int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+            for model, u in tracker.get_total_tokens().items()}
 
 
 class DSPyLMClient:
-    """A ``dspy.LM`` behind :class:`~sandbox.lm.LMClient`, reporting the usage DSPy tracked."""
+    """A ``dspy.LM`` behind :class:`~sandbox.lm.LMClient`, reporting the usage DSPy tracked.
 
-    def __init__(self, lm: dspy.BaseLM):
+    With ``lm=None`` (none configured) every call fails with ``dspy.LMNotConfiguredError``, as
+    ``dspy.RLM``'s ``llm_query`` does: the cell sees the error, the run goes on.
+    """
+
+    def __init__(self, lm: dspy.BaseLM | None):
+        if lm is not None and not isinstance(lm, dspy.BaseLM):
+            raise TypeError(f"the sub-LM must be a dspy.LM (or dspy.BaseLM), got {type(lm).__name__}")
         self.lm = lm
-        self.model = str(lm.model)
+        self.model = str(lm.model) if lm is not None else "unconfigured"
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
+        if self.lm is None:
+            raise dspy.LMNotConfiguredError("No LM configured. Use dspy.configure(lm=...) or pass sub_lm to RLM.")
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
         turns = tuple((lm15.Message.assistant if m["role"] == "assistant" else lm15.Message.user)(m["content"])
                       for m in messages if m["role"] != "system")
@@ -78,13 +85,20 @@ class MeteredCall:
 
     def __init__(self, budget: Budget, predictor: dspy.Predict, inputs: dict[str, Any],
                  held: Reservation | None = None):
-        lm = resolve_lm(predictor.lm, "RLM's root predictors")
-        prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(lm)
-        self.model = str(lm.model)
+        if isinstance(predictor, dspy.Predict):
+            lm = resolve_lm(predictor.lm, "RLM's root predictors")
+            prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(lm)
+            model = str(lm.model)
+        else:
+            # A predictor replaced by another callable (a custom module, a test double) has no
+            # prompt to bound before dispatch: it is charged one call, and then what DSPy tracked.
+            prompt_bound = output_bound = 0
+            model = ""
         self.budget = budget
         if held is None:
             self.reservation = budget.reserve_call(tokens=prompt_bound + output_bound,
-                                                   cost_usd=price_usd(self.model, prompt_bound, output_bound))
+                                                   cost_usd=price_usd(model, prompt_bound, output_bound) if model
+                                                   else 0.0)
         elif held.tokens and prompt_bound + output_bound > held.tokens:
             raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need "
                                                f"{prompt_bound + output_bound} tokens, {held.tokens} are held "
@@ -94,10 +108,11 @@ class MeteredCall:
             self.reservation = held
 
     def finish(self, tracker: Any) -> None:
-        """Commit what DSPy tracked (also when the call failed: it was dispatched)."""
-        prompt_tokens, completion_tokens = _usage(tracker)
-        self.budget.commit(self.reservation, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                           cost_usd=price_usd(self.model, prompt_tokens, completion_tokens))
+        """Commit what DSPy tracked, priced per model (also when the call failed: it was dispatched)."""
+        usage = _usage(tracker)
+        self.budget.commit(self.reservation, prompt_tokens=sum(p for p, _ in usage.values()),
+                           completion_tokens=sum(c for _, c in usage.values()),
+                           cost_usd=sum(price_usd(model, p, c) for model, (p, c) in usage.items()))
 
 
 def prompt_tokens_bound(predictor: dspy.Predict, inputs: dict[str, Any]) -> int:
@@ -123,16 +138,9 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            left = budget.seconds_left()
-            if left is None:
-                return predictor(**inputs)
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-root-call")
-            future = pool.submit(contextvars.copy_context().run, predictor, **inputs)
-            pool.shutdown(wait=False)
-            try:
-                return future.result(timeout=left)
-            except FutureTimeout:
-                raise _out_of_time(budget) from None
+            return call_with_timeout(functools.partial(predictor, **inputs), timeout=budget.seconds_left())
+        except CallTimedOut:
+            raise _out_of_time(budget) from None
         finally:
             call.finish(tracker)
 

@@ -24,10 +24,13 @@ import dspy
 import pydantic
 from dspy.adapters.types.tool import Tool
 from dspy.adapters.utils import parse_value, translate_field_type
+from dspy.primitives.code_interpreter import SIMPLE_TYPES, CodeInterpreter
 from dspy.primitives.repl_types import REPLHistory, REPLVariable
 from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
 
+from rlm_dspy import serializable
+from rlm_dspy.code_interpreter_repl import CodeInterpreterREPL
 from rlm_dspy.lm import (
     DSPyLMClient,
     ametered_predict,
@@ -36,24 +39,27 @@ from rlm_dspy.lm import (
     prompt_tokens_bound,
     resolve_lm,
 )
+from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
 from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field
 from sandbox.prompts import repl_guide
+from sandbox.repl import CellResult
 from sandbox.refinement import RefinementState, decide, feedback_message
-from sandbox.session import REPL_NAMES, SandboxOptions, Session, format_cell
+from sandbox.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
 from sandbox.trajectory import Trajectory, preview
 
 logger = logging.getLogger(__name__)
-RESERVED_INPUTS = REPL_NAMES
+RESERVED_INPUTS = REPL_NAMES | {"interpreter_factory"}  # the last is forward()'s own keyword
 RESERVED_OUTPUTS = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage"})
+InterpreterFactory = Callable[[], CodeInterpreter]
 
 ACTION_INSTRUCTIONS = """You produce the outputs {outputs} from the inputs {inputs} by writing Python code, one step \
 at a time, in a REPL where the inputs are variables. Look at the data before processing it, print small samples, \
-use llm_query for meaning and code for counting, and call SUBMIT only after you have seen the output that \
-supports it. The REPL's rules are in `variables_info`."""
+use llm_query (or llm_query_batched, for many prompts at once) for meaning and code for counting, and call SUBMIT \
+only after you have seen the output that supports it. The REPL's rules are in `variables_info`."""
 
 EXTRACT_INSTRUCTIONS = """Based on the REPL trajectory, extract the final outputs now. Review what was gathered \
 and computed, then provide the outputs."""
@@ -91,48 +97,85 @@ class _Evaluate:
 
 
 class _Run:
-    """Everything one forward call holds while it runs; closed at the end."""
+    """Everything one forward call holds while it runs; closed at the end.
+
+    ``interpreter`` is ``None`` for the restricted sandbox, else the ``CodeInterpreter`` the
+    cells run on (shut down at the end when ``owned``); ``child_factory`` makes the
+    interpreters of ``rlm_query`` children (``None``: the restricted sandbox).
+    """
 
     def __init__(self, module: RLM, inputs: dict[str, Any], *, budget: Budget, trajectory: Trajectory,
-                 runner: AsyncRunner, depth: int, owns_runner: bool):
+                 runner: AsyncRunner, depth: int, owns_runner: bool, interpreter: CodeInterpreter | None = None,
+                 owned: bool = True, child_factory: InterpreterFactory | None = None):
         self.module, self.inputs, self.budget, self.trajectory = module, inputs, budget, trajectory
         self.runner, self.depth, self.owns_runner = runner, depth, owns_runner
-        sub_lm = DSPyLMClient(resolve_lm(module.sub_lm, "sub-calls (llm_query)"))
+        self.child_factory = child_factory
+        self.rules = None if interpreter is None else _execution_instructions(interpreter, child_factory if owned else None)
+        # No sub-LM configured is the cell's problem, not the run's: llm_query answers with the error.
+        sub_lm = DSPyLMClient(module.sub_lm if module.sub_lm is not None else dspy.settings.lm)
         # One call is held for `extract` from the start, so the run can always end with typed
         # outputs without ever passing the budget's caps.
         self.extract_hold = budget.reserve_call(tokens=_extract_hold_tokens(budget))
+        regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         try:
-            self.session = Session(variables=inputs, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
+            self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
                                    runner=runner, depth=depth, tools=module.tool_functions(),
                                    run_child=self.run_child, options=module.sandbox_options,
                                    submit_fields=list(module.signature.output_fields),
-                                   max_sub_calls=module.max_llm_calls)
+                                   max_sub_calls=module.max_llm_calls,
+                                   repl_factory=self._repl_factory(interpreter, owned))
         except BaseException:
             budget.cancel(self.extract_hold, dispatched=False)  # a child shares its parent's ledger
+            if interpreter is not None and owned:
+                interpreter.shutdown()  # idempotent by DSPy's contract; the Session may have closed it
             raise
+        try:
+            for name, value in inputs.items():
+                if serializable.is_serializable(value):
+                    serializable.load(self.session.repl, name, value)
+        except BaseException:
+            self.close()
+            raise
+
+    def _repl_factory(self, interpreter: CodeInterpreter | None, owned: bool) -> REPLFactory | None:
+        if interpreter is None:
+            return None
+        fields = self.module.output_fields_info()
+        return lambda tools, _submit_fields: CodeInterpreterREPL(interpreter, tools=tools, output_fields=fields,
+                                                                owned=owned, budget=self.budget)
 
     def run_child(self, query: str, context: str, depth: int, trajectory: Trajectory) -> str:
         child = RLM("context, query -> answer", max_iters=self.module.max_iters,
                     max_llm_calls=self.module.max_llm_calls, max_output_chars=self.module.max_output_chars,
                     tools=list(self.module.tools.values()), sub_lm=self.module.sub_lm,
                     sandbox_options=self.module.sandbox_options)
-        child.generate_action.lm = self.module.generate_action.lm
-        child.extract.lm = self.module.extract.lm
+        child.generate_action.lm = getattr(self.module.generate_action, "lm", None)
+        child.extract.lm = getattr(self.module.extract, "lm", None)
+        interpreter = None if self.child_factory is None else _make_interpreter(self.child_factory)
         run = _Run(child, {"context": context, "query": query}, budget=self.budget, trajectory=trajectory,
-                   runner=self.runner, depth=depth, owns_runner=False)
+                   runner=self.runner, depth=depth, owns_runner=False, interpreter=interpreter,
+                   child_factory=self.child_factory)
         return str(child._drive_sync(run).answer)
 
     def close(self) -> None:
         if self.extract_hold is not None:
             self.budget.cancel(self.extract_hold, dispatched=False)
             self.extract_hold = None
-        self.session.close()
-        if self.owns_runner:
-            self.runner.close()
+        try:
+            self.session.close()
+        finally:
+            if self.owns_runner:
+                self.runner.close()
 
 
 class RLM(dspy.Module):
     """Recursive Language Model for DSPy programs; same call shape as ``dspy.RLM``.
+
+    Cells run in the restricted sandbox (``RestrictedPythonInterpreter``) unless
+    ``interpreter_factory`` (here, per call, or ``dspy.configure(interpreter_factory=...)``)
+    names another ``CodeInterpreter``, or a caller-owned interpreter is passed as the first
+    positional argument of the call: ``rlm(interpreter, **inputs)``. See
+    :mod:`rlm_dspy.code_interpreter_repl` for which guarantees hold there.
 
     Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
     the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
@@ -144,10 +187,13 @@ class RLM(dspy.Module):
 
     def __init__(self, signature: type[dspy.Signature] | str, max_iters: int = 20, max_llm_calls: int = 50,
                  max_output_chars: int = 10_000, verbose: bool = False, tools: list[Callable[..., Any]] | None = None,
-                 sub_lm: dspy.BaseLM | None = None, *, budget: Budget | None = None, max_depth: int | None = None,
+                 sub_lm: dspy.BaseLM | None = None,
+                 interpreter_factory: InterpreterFactory = RestrictedPythonInterpreter, *,
+                 budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
                  sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None):
         super().__init__()
+        _check_factory(interpreter_factory, "interpreter_factory")
         self.signature = ensure_signature(signature)
         for name, value in (("max_iters", max_iters), ("max_llm_calls", max_llm_calls),
                             ("max_output_chars", max_output_chars)):
@@ -158,6 +204,7 @@ class RLM(dspy.Module):
         self.max_iters, self.max_llm_calls, self.max_output_chars = max_iters, max_llm_calls, max_output_chars
         self.verbose = verbose
         self.sub_lm = sub_lm
+        self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)
         self._check_names()
         limits = (budget or Budget()).limits()
@@ -175,19 +222,35 @@ class RLM(dspy.Module):
     # -- construction ------------------------------------------------------------------
 
     def _check_names(self) -> None:
+        """Refuse names the REPL cannot hold; each message starts with ``dspy.RLM``'s own words."""
         inputs, outputs = set(self.signature.input_fields), set(self.signature.output_fields)
-        clashes = sorted(inputs & (RESERVED_INPUTS | set(self.tools)))
-        if clashes:
-            raise ValueError(f"input fields {clashes} collide with names the REPL defines "
-                             f"({', '.join(sorted(RESERVED_INPUTS))}, and the tools); rename them")
+        for name in self.tools:
+            if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+                raise ValueError(f"Invalid tool name '{name}': must be a valid Python identifier and not a keyword "
+                                 "(nor start with '_', which sandboxed code cannot use)")
+            if name in RESERVED_INPUTS:
+                raise ValueError(f"Tool name '{name}' conflicts with built-in sandbox function "
+                                 f"(reserved: {', '.join(sorted(RESERVED_INPUTS))}); rename the tool")
+        if inputs & RESERVED_INPUTS:
+            raise ValueError(f"Input fields conflict with built-in sandbox functions: {sorted(inputs & RESERVED_INPUTS)}"
+                             f" (reserved: {', '.join(sorted(RESERVED_INPUTS))}); rename them")
+        if inputs & set(self.tools):
+            raise ValueError(f"Input fields conflict with user tools: {sorted(inputs & set(self.tools))}; "
+                             "rename the fields or the tools")
         bad = sorted(n for n in inputs | outputs if n.startswith("_") or keyword.iskeyword(n))
         if bad:
             raise ValueError(f"field names {bad} cannot be REPL variables (no leading '_', no keywords)")
         if outputs & RESERVED_OUTPUTS:
-            raise ValueError(f"output fields {sorted(outputs & RESERVED_OUTPUTS)} collide with RLM result metadata")
-        for name in self.tools:
-            if name in RESERVED_INPUTS or name.startswith("_"):
-                raise ValueError(f"tool name {name!r} collides with a name the REPL defines")
+            raise ValueError(f"Output fields conflict with RLM result metadata: {sorted(outputs & RESERVED_OUTPUTS)}"
+                             f" (the result also carries {', '.join(sorted(RESERVED_OUTPUTS))}); rename them")
+
+    def output_fields_info(self) -> list[dict[str, Any]]:
+        """``SUBMIT``'s fields as DSPy's interpreters take them: a name, and a type where it is a simple one."""
+        fields = []
+        for name, field in self.signature.output_fields.items():
+            annotation = getattr(field, "annotation", str)
+            fields.append({"name": name, **({"type": annotation.__name__} if annotation in SIMPLE_TYPES else {})})
+        return fields
 
     def _signatures(self) -> tuple[type[dspy.Signature], type[dspy.Signature]]:
         task = f"{self.signature.instructions}\n\n" if self.signature.instructions else ""
@@ -207,49 +270,108 @@ class RLM(dspy.Module):
     def tool_functions(self) -> dict[str, Callable[..., Any]]:
         return {name: tool.func for name, tool in self.tools.items()}
 
-    def _guide(self, depth: int, budget: Budget) -> str:
+    def _guide(self, run: _Run) -> str:
         fields = ", ".join(f"{translate_field_type(n, f)}" for n, f in self.signature.output_fields.items())
         submit = (f"Finish with SUBMIT({', '.join(self.signature.output_fields)}) "
                   f"(keyword arguments work too). Outputs: {fields}")
-        return repl_guide(max_output_chars=self.max_output_chars, can_recurse=budget.allows_depth(depth + 1),
-                          tools=self.tool_functions()).replace(
+        return repl_guide(max_output_chars=self.max_output_chars, can_recurse=run.budget.allows_depth(run.depth + 1),
+                          tools=self.tool_functions(), rules=run.rules).replace(
             "- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.",
             f"- {submit}")
+
+    def _build_variables(self, **inputs: Any) -> list[REPLVariable]:
+        """How the root LM is told about each input: type, length, a preview, and the field's description."""
+        return [serializable.repl_variable(name, value, self.signature.input_fields.get(name))
+                for name, value in inputs.items()]
+
+    @staticmethod
+    def _format_output(output: str) -> str:
+        """A cell's output as the root LM sees it (``dspy.RLM``'s nudge when nothing was printed)."""
+        return output or "(no output - did you forget to print?)"
 
     # -- one call ----------------------------------------------------------------------
 
     def _check_inputs(self, inputs: dict[str, Any]) -> None:
         expected = set(self.signature.input_fields)
+        if "interpreter" in inputs and "interpreter" not in expected:
+            raise TypeError("a caller-owned interpreter goes as the first positional argument when calling the "
+                            "module: rlm(interpreter, **inputs); use interpreter_factory=... for one the RLM "
+                            "creates and shuts down")
         if set(inputs) - expected:
-            raise ValueError(f"unexpected inputs not in the signature: {sorted(set(inputs) - expected)}")
+            raise ValueError(f"Unexpected inputs not declared in the signature: {sorted(set(inputs) - expected)}")
         if expected - set(inputs):
-            raise ValueError(f"missing inputs: {sorted(expected - set(inputs))}")
+            raise ValueError(f"Missing required inputs: {sorted(expected - set(inputs))}")
         for name, value in inputs.items():
-            if isinstance(value, str):
+            if isinstance(value, str) or serializable.is_serializable(value):
                 continue
             try:
                 json.dumps(value)
             except (TypeError, ValueError):
                 raise TypeError(f"input {name!r} is a {type(value).__name__}; RLM inputs must be str or JSON "
                                 "values (convert it first, e.g. str(value) or value.model_dump())") from None
-        resolve_lm(self.generate_action.lm, "RLM's root predictors")
-        resolve_lm(self.sub_lm, "sub-calls (llm_query)")
+        if self.sub_lm is not None:
+            resolve_lm(self.sub_lm, "sub-calls (llm_query)")
 
-    def _open_run(self, inputs: dict[str, Any]) -> _Run:
+    def _factory(self, override: InterpreterFactory | None) -> InterpreterFactory | None:
+        """The factory of this call's interpreters, as ``dspy.RLM`` picks it (the call's, the module's,
+        then ``dspy.settings.interpreter_factory``); ``None`` for the restricted sandbox."""
+        if override is not None:
+            _check_factory(override, "interpreter_factory")
+            factory = override
+        elif self._interpreter_factory is not RestrictedPythonInterpreter:
+            factory = self._interpreter_factory
+        else:
+            factory = dspy.settings.get("interpreter_factory")
+            if factory is not None:
+                _check_factory(factory, "dspy.settings.interpreter_factory")
+        return None if factory is RestrictedPythonInterpreter else factory
+
+    def _open_run(self, inputs: dict[str, Any], interpreter: CodeInterpreter | None,
+                  factory: InterpreterFactory | None) -> _Run:
         self._check_inputs(inputs)
+        if interpreter is not None and factory is not None:
+            raise TypeError("pass a caller-owned interpreter or interpreter_factory=..., not both")
+        if interpreter is not None and not isinstance(interpreter, CodeInterpreter):
+            raise TypeError(f"interpreter must implement CodeInterpreter (tools, start, execute, shutdown), "
+                            f"not {type(interpreter).__name__}")
+        child_factory = self._factory(factory)
+        owned = interpreter is None
+        if interpreter is None and child_factory is not None:
+            interpreter = _make_interpreter(child_factory)
         budget = Budget(**self.budget_limits)
         budget.start()
         trajectory = Trajectory(_describe(inputs))
         if self.on_event is not None:
             trajectory.subscribe(self.on_event)
         return _Run(self, inputs, budget=budget, trajectory=trajectory, runner=AsyncRunner(), depth=0,
-                    owns_runner=True)
+                    owns_runner=True, interpreter=interpreter, owned=owned, child_factory=child_factory)
 
-    def forward(self, **inputs: Any) -> dspy.Prediction:
-        return self._drive_sync(self._open_run(inputs))
+    def forward(self, interpreter: CodeInterpreter | None = None, /, *,
+                interpreter_factory: InterpreterFactory | None = None, **inputs: Any) -> dspy.Prediction:
+        """Answer from ``inputs``.
 
-    async def aforward(self, **inputs: Any) -> dspy.Prediction:
-        run = await asyncio.to_thread(self._open_run, inputs)
+        Args:
+            interpreter: a caller-owned ``CodeInterpreter`` for the cells; it gets this call's tools
+                and is left running (the caller shuts it down).
+            interpreter_factory: for this call only, a zero-argument callable that creates the
+                interpreter; it is shut down at the end, also on failure.
+            **inputs: the signature's input fields.
+
+        Returns:
+            A ``dspy.Prediction`` with the output fields, ``trajectory``, ``final_reasoning``,
+            ``stop_reason`` and ``usage``.
+
+        Raises:
+            ValueError: an input is missing or not in the signature.
+            TypeError: a bad interpreter or factory, or an input the REPL cannot load.
+            CodeInterpreterError: the interpreter failed (its process died, its protocol broke).
+        """
+        return self._drive_sync(self._open_run(inputs, interpreter, interpreter_factory))
+
+    async def aforward(self, interpreter: CodeInterpreter | None = None, /, *,
+                       interpreter_factory: InterpreterFactory | None = None, **inputs: Any) -> dspy.Prediction:
+        """:meth:`forward`, awaiting the root LM calls; cells run on a worker thread."""
+        run = await asyncio.to_thread(self._open_run, inputs, interpreter, interpreter_factory)
         steps = self._steps(run)
         try:
             step = next(steps)
@@ -310,9 +432,7 @@ class RLM(dspy.Module):
     def _steps(self, run: _Run) -> Generator[Any, Any, dspy.Prediction]:
         """The RLM loop as a sequence of steps; the drivers perform them (sync or async)."""
         history = REPLHistory(max_output_chars=self.max_output_chars)
-        variables = [self._guide(run.depth, run.budget),
-                     *(REPLVariable.from_value(n, v, field_info=self.signature.input_fields[n]).format()
-                       for n, v in run.inputs.items())]
+        variables = [self._guide(run), *(v.format() for v in self._build_variables(**run.inputs))]
         refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
         for iteration in range(1, self.max_iters + 1):
             try:
@@ -344,20 +464,20 @@ class RLM(dspy.Module):
             run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"),
                                   seconds=round(time.monotonic() - began, 4))
             if parsed.problem:
-                history = history.append(reasoning=reasoning, code=str(action.code), output=parsed.problem)
+                history = history.append(reasoning=reasoning, code=str(action.code), output=f"[Error] {parsed.problem}")
                 continue
             code = "\n".join(parsed.code)
             result = yield _Cell(code)
             if self.verbose:
                 logger.info("RLM iteration %d/%d\nReasoning: %s\nCode:\n%s\nOutput:\n%s", iteration,
-                            self.max_iters, reasoning, code, format_cell(result))
+                            self.max_iters, reasoning, code, self._cell_output(result))
             if result.limit == "budget":
                 stop_reason = self._note_budget(run, BudgetExceeded(result.stopped_by, result.error,
                                                                     run.budget.spent()))
-                history = history.append(reasoning=reasoning, code=code, output=format_cell(result))
+                history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
             if not result.has_final:
-                history = history.append(reasoning=reasoning, code=code, output=format_cell(result))
+                history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 continue
             outputs, error = self._typed_outputs(result.final)
             if error:
@@ -384,9 +504,10 @@ class RLM(dspy.Module):
         """Typed outputs from the trajectory, on the call held for it (oldest history dropped to fit)."""
         held, run.extract_hold = run.extract_hold, None
         inputs = {"variables_info": variables, "repl_history": history}
-        lm = resolve_lm(self.extract.lm, "RLM's root predictors")
-        while held.tokens and len(inputs["repl_history"]) and \
-                prompt_tokens_bound(self.extract, inputs) + max_output_tokens(lm) > held.tokens:
+        output_bound = (max_output_tokens(resolve_lm(self.extract.lm, "RLM's root predictors"))
+                        if isinstance(self.extract, dspy.Predict) else None)  # another callable: no prompt to trim
+        while output_bound is not None and held.tokens and len(inputs["repl_history"]) and \
+                prompt_tokens_bound(self.extract, inputs) + output_bound > held.tokens:
             inputs["repl_history"] = REPLHistory(entries=list(inputs["repl_history"])[1:],
                                                  max_output_chars=self.max_output_chars)
         try:
@@ -400,6 +521,15 @@ class RLM(dspy.Module):
                                   + (preview(prediction.message, 500) if isinstance(prediction, _Unparsed)
                                      else "its prompt was longer than the model's window"))
         return {name: getattr(prediction, name, None) for name in self.signature.output_fields}
+
+    def _cell_output(self, result: CellResult) -> str:
+        """What the root LM is shown of a cell, in ``dspy.RLM``'s words: an error after ``[Error]``."""
+        parts = [result.output.rstrip("\n")] if result.output else []
+        if result.error is not None:
+            parts.append(f"[Error] {result.error}")
+        if result.has_final:
+            parts.append("FINAL was called.")
+        return self._format_output("\n".join(parts))
 
     @staticmethod
     def _note_budget(run: _Run, exc: BudgetExceeded) -> str:
@@ -453,16 +583,47 @@ def _normalize_tools(tools: list[Callable[..., Any]] | None) -> dict[str, Tool]:
     if tools is None:
         return {}
     if isinstance(tools, dict):
-        raise TypeError("tools must be a list of functions or dspy.Tool objects, not a dict")
+        raise TypeError("tools must be a list, not a dict: change tools={'name': func} to tools=[func] (names "
+                        "come from the functions, or use dspy.Tool(func, name='custom_name'))")
     normalized: dict[str, Tool] = {}
     for item in tools:
         tool = item if isinstance(item, Tool) else Tool(item) if callable(item) else None
         if tool is None:
-            raise TypeError(f"tool {item!r} must be callable or a dspy.Tool")
+            raise TypeError(f"Tool {item!r} must be callable (a function or a dspy.Tool), got {type(item).__name__}")
         if tool.name in normalized:
-            raise ValueError(f"two tools are named {tool.name!r}")
+            raise ValueError(f"Duplicate tool name '{tool.name}': give one of them another name, "
+                             "e.g. dspy.Tool(func, name='other_name')")
         normalized[tool.name] = tool
     return normalized
+
+
+def _check_factory(factory: Any, what: str) -> None:
+    """``factory`` must make interpreters, not be one (whose owner would then be unclear)."""
+    if not isinstance(factory, type) and isinstance(factory, CodeInterpreter):
+        raise TypeError(f"{what} got an interpreter ({type(factory).__name__}), not a factory: pass a caller-owned "
+                        "interpreter as the first positional argument when calling the module, "
+                        "rlm(interpreter, **inputs), or a zero-argument callable that creates one")
+    if not callable(factory):
+        raise TypeError(f"{what} must be a zero-argument callable that creates a CodeInterpreter, "
+                        f"not {type(factory).__name__}")
+
+
+def _make_interpreter(factory: InterpreterFactory) -> CodeInterpreter:
+    interpreter = factory()
+    if not isinstance(interpreter, CodeInterpreter):
+        raise TypeError(f"interpreter_factory must return a CodeInterpreter, not {type(interpreter).__name__} "
+                        "(it needs tools, start, execute and shutdown)")
+    return interpreter
+
+
+def _execution_instructions(interpreter: CodeInterpreter, factory: InterpreterFactory | None) -> str:
+    """How the interpreter describes its runtime to the LM (its factory's ``execution_instructions``,
+    as ``dspy.RLM`` reads them, else its own), after the one rule every REPL shares."""
+    described = getattr(factory, "execution_instructions", None) or getattr(interpreter, "execution_instructions", "")
+    if not isinstance(described, str):
+        raise TypeError(f"execution_instructions of {type(interpreter).__name__} must be a str, "
+                        f"got {type(described).__name__}")
+    return "Variables persist between your code blocks." + (f" {described}" if described else "")
 
 
 def _is_dspy_metric(fn: Any) -> bool:

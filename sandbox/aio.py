@@ -13,8 +13,8 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from collections.abc import Coroutine
-from concurrent.futures import Future
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -69,6 +69,33 @@ class AsyncRunner:
     def close(self) -> None:
         with self._lock:
             _stop_loop(self.__dict__)
+
+
+class CallTimedOut(TimeoutError):
+    """:func:`call_with_timeout` stopped waiting (told apart from a ``TimeoutError`` the call raised)."""
+
+
+def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float | None) -> T:
+    """``fn(*args)``, waited for at most ``timeout`` seconds (``None``: no limit).
+
+    With a timeout the call runs on its own thread, in a copy of the caller's context
+    variables (DSPy settings, callbacks); past the timeout it is abandoned, not stopped: it
+    finishes in the background and its result is dropped.
+
+    Raises:
+        CallTimedOut: ``fn`` did not return within ``timeout`` seconds.
+    """
+    if timeout is None:
+        return fn(*args)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-timed-call")
+    future = pool.submit(contextvars.copy_context().run, fn, *args)
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout=max(0.0, timeout))
+    except FutureTimeout:
+        if future.done():  # it finished in time and raised a TimeoutError of its own
+            raise
+        raise CallTimedOut(f"did not finish within {timeout:.3g} s") from None
 
 
 async def _cancel_pending() -> None:

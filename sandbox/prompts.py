@@ -42,8 +42,10 @@ def describe_tools(tools: Mapping[str, Callable[..., Any]]) -> str:
     return "\n".join(lines)
 
 
-def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, Callable[..., Any]] = {}) -> str:
-    """What the REPL offers and refuses; shared by every engine so the LM sees one contract."""
+def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, Callable[..., Any]] = {},
+               rules: str | None = None) -> str:
+    """What the REPL offers and refuses; shared by every engine so the LM sees one contract.
+    ``rules`` describes another interpreter's runtime in place of :func:`sandbox_rules`."""
     recursion = ("- `rlm_query(prompt, context=None)` -> str: give a sub-problem (and optionally a str "
                  "context) to a child RLM that has its own REPL. Use it for hard sub-problems only.\n"
                  if can_recurse else "")
@@ -57,7 +59,7 @@ Prefer it to a loop of `llm_query`.
 {recursion}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
 - `print(...)`: output longer than {max_output_chars:,} characters is cut in the middle; print summaries \
 and slices.
-{user_tools}{sandbox_rules()}"""
+{user_tools}{sandbox_rules() if rules is None else rules}"""
 
 
 def sandbox_rules() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox.aio import AsyncRunner
 from sandbox.bridge import ChildRunner, HostFunctions
@@ -50,6 +50,21 @@ class SandboxOptions:
     max_final_chars: int = DEFAULT_MAX_FINAL_CHARS
 
 
+class REPL(Protocol):
+    """What a :class:`Session` runs cells on: a :class:`~sandbox.repl.Sandbox`, or an adapter
+    over another interpreter (``rlm_dspy`` wraps DSPy's ``CodeInterpreter`` this way)."""
+
+    def set_variable(self, name: str, value: Any) -> None: ...
+
+    def execute(self, code: str) -> CellResult: ...
+
+    def close(self) -> None: ...
+
+
+# (tools, submit_fields) -> the REPL a Session runs on, with those tools callable from its code.
+REPLFactory = Callable[[dict[str, Callable[..., Any]], list[str] | None], REPL]
+
+
 def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
     """User tools for an RLM: not named after a REPL function or the ``context`` variable."""
     return check_tools(tools, reserved=REPL_NAMES | {"context"})
@@ -57,13 +72,19 @@ def check_user_tools(tools: Mapping[str, Callable[..., Any]] | None) -> dict[str
 
 class Session:
     """A live REPL with ``variables`` loaded (``context`` must be text) and the host functions wired in.
-    Close it when done."""
+    Close it when done.
+
+    The REPL is a :class:`~sandbox.repl.Sandbox` built from ``options`` unless ``repl_factory``
+    is given; it is then called with the tools (host functions and the user's) and the
+    ``SUBMIT`` fields, and must return a :class:`REPL`. A Sandbox cuts a running cell at the
+    budget's deadline; another REPL is bounded only where it supports that itself.
+    """
 
     def __init__(self, *, variables: Mapping[str, Any], sub_lm: LMClient, budget: Budget, trajectory: Trajectory,
                  runner: AsyncRunner, depth: int = 0, tools: Mapping[str, Callable[..., Any]] | None = None,
                  run_child: ChildRunner | None = None, call_log: CallLog | None = None,
                  options: SandboxOptions = SandboxOptions(), submit_fields: list[str] | None = None,
-                 max_sub_calls: int | None = None):
+                 max_sub_calls: int | None = None, repl_factory: REPLFactory | None = None):
         self.budget = budget
         self.trajectory = trajectory
         self.depth = depth
@@ -74,16 +95,20 @@ class Session:
                                   max_prompt_chars=options.max_prompt_chars)
         all_tools = {**self.host.tools(), **check_user_tools(tools)}
         self.call_log = call_log
-        self.sandbox = Sandbox(tools=_logged(all_tools, call_log, self.host) if call_log is not None else all_tools,
-                               budget=budget, timeout=options.timeout, memory_limit_mb=options.memory_limit_mb,
-                               max_output_chars=options.max_output_chars, tool_timeout=options.tool_timeout,
-                               confinement=options.confinement, submit_fields=submit_fields,
-                               max_final_chars=options.max_final_chars)
+        if call_log is not None:
+            all_tools = _logged(all_tools, call_log, self.host)
+        if repl_factory is not None:
+            self.repl: REPL = repl_factory(all_tools, submit_fields)
+        else:
+            self.repl = Sandbox(tools=all_tools, budget=budget, timeout=options.timeout,
+                                memory_limit_mb=options.memory_limit_mb, max_output_chars=options.max_output_chars,
+                                tool_timeout=options.tool_timeout, confinement=options.confinement,
+                                submit_fields=submit_fields, max_final_chars=options.max_final_chars)
         try:
             for name, value in variables.items():
-                self.sandbox.set_variable(name, check_context(value) if name == "context" else value)
+                self.repl.set_variable(name, check_context(value) if name == "context" else value)
         except BaseException:
-            self.sandbox.close()
+            self.repl.close()
             raise
 
     def run_cell(self, code: str, *, iteration: int) -> CellResult:
@@ -99,7 +124,7 @@ class Session:
         Raises:
             SandboxError: the sandbox is closed.
         """
-        result = self.sandbox.execute(code)
+        result = self.repl.execute(code)
         output, error = result.output, result.error or ""
         self.trajectory.record("cell", iteration=iteration, code=preview(code), code_chars=len(code),
                                output=preview(output), output_chars=len(output),
@@ -111,10 +136,10 @@ class Session:
     def replay(self, cells: list[str]) -> None:
         """Re-run ``cells`` to rebuild the namespace; host calls are answered from the call log."""
         for code in cells:
-            self.sandbox.execute(code)
+            self.repl.execute(code)
 
     def close(self) -> None:
-        self.sandbox.close()
+        self.repl.close()
 
 
 def _logged(tools: dict[str, Callable[..., Any]], call_log: CallLog,

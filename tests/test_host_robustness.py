@@ -163,7 +163,7 @@ def test_a_cell_is_recorded_as_previews_with_full_lengths(monkeypatch):
                       runner=_Runner())
     try:
         huge = CellResult(output="o" * 5_000_000, error="e" * 5_000_000)
-        monkeypatch.setattr(session.sandbox, "execute", lambda code: huge)
+        monkeypatch.setattr(session.repl, "execute", lambda code: huge)
         session.run_cell("x" * 5_000_000, iteration=1)
     finally:
         session.close()

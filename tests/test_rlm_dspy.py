@@ -176,8 +176,8 @@ def test_aforward():
 
 
 @pytest.mark.parametrize("signature,match", [
-    ("llm_query -> answer", "collide"),
-    ("SUBMIT -> answer", "collide"),
+    ("llm_query -> answer", "conflict with built-in sandbox functions"),
+    ("SUBMIT -> answer", "conflict with built-in sandbox functions"),
     ("context -> trajectory", "metadata"),
 ])
 def test_reserved_names_are_refused(signature, match):
@@ -191,7 +191,7 @@ def test_bad_inputs_fail_before_any_call():
     with dspy.context(lm=root):
         with pytest.raises(TypeError, match="input 'context' is a object"):
             rlm(context=object(), query="q")
-        with pytest.raises(ValueError, match="missing inputs"):
+        with pytest.raises(ValueError, match="Missing required inputs"):
             rlm(context="c")
     with pytest.raises(dspy.LMNotConfiguredError, match="No LM"):
         RLM("context -> answer")(context="c")
