@@ -9,6 +9,15 @@ keyword-only ``invoke(**kwargs)`` wrappers; arguments are bound to the tool's
 signature here). ``SUBMIT`` maps its arguments onto ``output_fields``.
 Variables are sent to the worker only when they change, so a 40 MB context is
 loaded once per session, not once per iteration.
+
+It keeps DSPy's ``CodeInterpreter`` contract: errors of the code are
+``CodeExecutionError`` (or ``SyntaxError``) and the session goes on, a cell stopped
+by its time limit included; a worker that had to be killed (it ignored its time limit,
+crashed, or broke the protocol) has lost the session's state, so that cell raises
+``CodeInterpreterError`` and the session is over, as it is after ``shutdown()``:
+create a new interpreter. ``start``, ``execute``, ``shutdown`` and every tool call
+(``invoke_tool``) emit DSPy's callback events (``on_interpreter_*``), so MLflow
+tracing and user callbacks see them.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
+from dspy.utils.callback import BaseCallback, with_callbacks
 
 from sandbox.aio import AsyncRunner
 from sandbox.prompts import sandbox_rules
@@ -68,7 +78,8 @@ class RestrictedPythonInterpreter:
     def __init__(self, tools: dict[str, Callable[..., Any]] | None = None,
                  output_fields: list[dict[str, Any]] | None = None, *, timeout: float = 60.0,
                  memory_limit_mb: int = 1024, max_output_chars: int = 100_000, confinement: str = "os",
-                 max_final_chars: int = SandboxOptions.max_final_chars):
+                 max_final_chars: int = SandboxOptions.max_final_chars, callbacks: list[BaseCallback] | None = None):
+        self.callbacks = list(callbacks or [])  # DSPy's per-instance callbacks, besides dspy.settings.callbacks
         self._tools: dict[str, Callable[..., Any]] = dict(tools or {})
         self.output_fields = output_fields
         self._options = dict(timeout=timeout, memory_limit_mb=memory_limit_mb, max_output_chars=max_output_chars,
@@ -77,6 +88,7 @@ class RestrictedPythonInterpreter:
         self._runner = AsyncRunner()
         self._configured: tuple[Any, ...] | None = None
         self._loaded: dict[str, Any] = {}
+        self._ended: str | None = None  # why the session is over (shut down, or its worker was killed)
 
     @property
     def tools(self) -> dict[str, Callable[..., Any]]:
@@ -84,13 +96,45 @@ class RestrictedPythonInterpreter:
         return self._tools
 
     def _configuration(self) -> tuple[dict[str, Callable[..., Any]], list[str] | None]:
-        tools = {name: keyword_call(fn, self._runner) for name, fn in self._tools.items()
+        tools = {name: self._invoker(name) for name in self._tools
                  if not _is_dspy_facade_name(name)}  # the facade's bridge tools are never usable here
         fields = [f["name"] for f in self.output_fields] if self.output_fields else None
         return tools, fields
 
+    def _invoker(self, name: str) -> Callable[..., Any]:
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            return self.invoke_tool(name, list(args), kwargs)
+
+        invoke.__name__ = name
+        return invoke
+
+    @with_callbacks
+    def invoke_tool(self, tool_name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the tool ``tool_name`` (as code in the sandbox does), binding positional arguments.
+
+        Raises:
+            CodeInterpreterError: no such tool is registered.
+        """
+        if tool_name not in self._tools:
+            raise CodeInterpreterError(f"Unknown tool: {tool_name}")
+        return keyword_call(self._tools[tool_name], self._runner)(*args, **kwargs)
+
+    def _check_session(self) -> None:
+        if self._ended is not None:
+            raise CodeInterpreterError(f"this RestrictedPythonInterpreter session is over ({self._ended}); "
+                                       "create a new interpreter")
+
+    @with_callbacks
     def start(self) -> None:
-        """Start the worker (idempotent)."""
+        """Start the worker (idempotent while the session lasts; ``execute`` starts it lazily).
+
+        Raises:
+            CodeInterpreterError: the worker could not start, or the session is over.
+        """
+        self._start()
+
+    def _start(self) -> None:
+        self._check_session()
         if self._sandbox is not None:
             return
         tools, fields = self._configuration()
@@ -124,8 +168,16 @@ class RestrictedPythonInterpreter:
                 self._sandbox.set_variable(name, value)
                 self._loaded[name] = fingerprint
 
+    @with_callbacks
     def execute(self, code: str, variables: dict[str, Any] | None = None) -> Any:
-        """Run ``code``; return printed output (or ``None``), or ``FinalOutput`` when it called SUBMIT."""
+        """Run ``code``; return printed output (or ``None``), or ``FinalOutput`` when it called SUBMIT.
+
+        Raises:
+            CodeExecutionError: the code failed or hit a limit; the session goes on.
+            SyntaxError: the code does not compile (or is refused by the policy at compile time).
+            CodeInterpreterError: the worker had to be killed (its state is lost, the session is
+                over), or the session was already over.
+        """
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if any(_is_dspy_facade_name(name) for name in variables or {}):
@@ -133,13 +185,17 @@ class RestrictedPythonInterpreter:
             # private names cannot exist here, so refuse it at once instead of compiling it.
             raise SyntaxError("the sandbox dspy facade (sub-agents via `import dspy`) is not available in "
                               "RestrictedPythonInterpreter")
-        self.start()
+        self._start()
         try:
             self._sync_configuration()
             self._load(variables or {})
             result = self._sandbox.execute(code)
         except SandboxError as exc:
             raise CodeInterpreterError(str(exc)) from exc
+        if result.restarted:
+            # DSPy's contract: a lost process is fatal to the session, never a silent fresh one.
+            self._end(f"its worker was killed: {result.error}")
+            raise CodeInterpreterError(result.error or "the sandbox worker was killed")
         return self._protocol_result(result)
 
     @staticmethod
@@ -153,8 +209,14 @@ class RestrictedPythonInterpreter:
             raise CodeExecutionError(f"{printed}\n{result.error}" if printed else result.error)
         return result.output or None
 
+    @with_callbacks
     def shutdown(self) -> None:
-        """Stop the worker; the interpreter can be started again afterwards."""
+        """Stop the worker and end the session (idempotent); a new session needs a new interpreter."""
+        self._end("it was shut down")
+
+    def _end(self, why: str) -> None:
+        if self._ended is None:
+            self._ended = why
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None

@@ -7,6 +7,7 @@ import time
 import dspy
 import pytest
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreter, CodeInterpreterError, FinalOutput
+from dspy.utils.callback import BaseCallback
 
 from rlm_dspy import RestrictedPythonInterpreter
 from sandbox.repl import Sandbox
@@ -132,13 +133,63 @@ def test_the_dspy_facade_is_refused_fast(interp):
     assert time.monotonic() - started < 0.1
 
 
-def test_shutdown_and_restart():
+def test_a_shut_down_session_is_over():
     interp = RestrictedPythonInterpreter()
     interp.execute("x = 1")
     interp.shutdown()
-    with pytest.raises(CodeExecutionError, match="NameError"):
-        interp.execute("x")  # a new session after shutdown
-    interp.shutdown()
+    for again in (lambda: interp.execute("x"), interp.start):  # DSPy: never silently a fresh session
+        with pytest.raises(CodeInterpreterError, match="session is over.*shut down.*create a new interpreter"):
+            again()
+    interp.shutdown()  # idempotent
+
+
+def test_a_killed_worker_is_fatal_to_the_session():
+    with RestrictedPythonInterpreter(timeout=0.3) as interp:
+        interp.execute("kept = 1")
+        with pytest.raises(CodeInterpreterError, match="killed") as raised:
+            interp.execute("sum(range(10**13))")  # a C loop: only killing the worker stops it
+        assert not isinstance(raised.value, CodeExecutionError)  # not recoverable: kept is gone
+        with pytest.raises(CodeInterpreterError, match="session is over"):
+            interp.execute("print(kept)")
+
+
+class Recorder(BaseCallback):
+    def __init__(self):
+        self.events = []
+
+    def on_interpreter_startup_start(self, call_id, instance, inputs):
+        self.events.append("startup")
+
+    def on_interpreter_execute_start(self, call_id, instance, inputs):
+        self.events.append(("execute", inputs["code"]))
+
+    def on_interpreter_execute_end(self, call_id, outputs, exception=None):
+        self.events.append(("executed", outputs, type(exception).__name__ if exception else None))
+
+    def on_interpreter_tool_call_start(self, call_id, instance, inputs):
+        self.events.append(("tool", inputs["tool_name"], inputs["args"], inputs["kwargs"]))
+
+    def on_interpreter_tool_call_end(self, call_id, outputs, exception=None):
+        self.events.append(("tool result", outputs))
+
+    def on_interpreter_shutdown_start(self, call_id, instance, inputs):
+        self.events.append("shutdown")
+
+
+@pytest.mark.parametrize("where", ["settings", "instance"])
+def test_dspy_callbacks_see_every_start_cell_tool_call_and_shutdown(where):
+    recorder = Recorder()
+    interp = RestrictedPythonInterpreter(tools={"double": lambda n: 2 * n},
+                                         callbacks=[recorder] if where == "instance" else None)
+    with dspy.context(callbacks=[recorder] if where == "settings" else []):
+        interp.start()
+        interp.execute("print(double(21))")
+        with pytest.raises(CodeExecutionError):
+            interp.execute("1 / 0")
+        interp.shutdown()
+    assert recorder.events[:2] == ["startup", ("execute", "print(double(21))")]
+    assert recorder.events[2:5] == [("tool", "double", [21], {}), ("tool result", 42), ("executed", "42\n", None)]
+    assert recorder.events[5:] == [("execute", "1 / 0"), ("executed", None, "CodeExecutionError"), "shutdown"]
 
 
 def test_dspy_rlm_runs_unmodified_offline_with_this_interpreter():
