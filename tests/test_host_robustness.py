@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dspy
 import pytest
-from dspy.primitives.code_interpreter import CodeExecutionError
+from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError
 
 from rlm_dspy import RLM, RestrictedPythonInterpreter
 from rlm_graph import create_rlm_graph
@@ -312,9 +312,11 @@ def test_a_cell_that_exhausts_the_call_budget_ends_both_runs():
 
 def test_the_interpreter_refuses_a_final_the_worker_let_through(lying_worker):
     with RestrictedPythonInterpreter() as interpreter:
-        with pytest.raises(CodeExecutionError, match="crash limit: the worker sent a malformed result"):
+        with pytest.raises(CodeInterpreterError, match="crash limit: the worker sent a malformed result") as raised:
             interpreter.execute("FINAL('DEEP')")
-        assert interpreter.execute("FINAL('x')").output == "done"
+        assert not isinstance(raised.value, CodeExecutionError)  # the killed worker's session is over (DSPy)
+        with pytest.raises(CodeInterpreterError, match="session is over"):
+            interpreter.execute("FINAL('x')")
 
 
 def test_refused_calls_do_not_grow_the_checkpointed_call_log():
