@@ -14,7 +14,7 @@ from dspy.primitives.local_interpreter import LocalInterpreter
 from dspy.primitives.sandbox_serializable import SandboxSerializable
 
 from rlm_dspy import RLM
-from sandbox import Budget
+from sandbox import Budget, Evaluation
 from tests.dspy_lms import script_lm, text_lm
 
 
@@ -172,6 +172,17 @@ def test_the_wall_clock_bounds_the_wait_for_a_foreign_cell():
     cells = [e for e in out.events["events"] if e["kind"] == "cell"]
     assert [c["limit"] for c in cells] == ["budget"] and "ran out while the cell ran" in cells[0]["error"]
     assert out.stop_reason == "max_seconds" and factory.made[-1]._ended  # the hung cell's process is gone
+
+
+def test_evaluator_checkpoints_refine_on_a_foreign_interpreter():
+    def evaluator(query, answer):
+        return Evaluation(1.0, True) if answer == "complete" else Evaluation(0.2, False, "add the year")
+
+    root = script_lm(step("SUBMIT(answer='partial')"), step("SUBMIT(answer='complete')"))
+    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper), interpreter_factory=Recording(), evaluator=evaluator)
+    out = run(rlm, root, context="c")
+    assert (out.answer, out.stop_reason) == ("complete", "accepted")
+    assert any("add the year" in e["output"] for e in out.trajectory)
 
 
 def test_rlm_query_children_run_on_the_same_factory():
