@@ -43,6 +43,7 @@ from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
+from sandbox.grounding import GroundingCheck, reads_inputs
 from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field
 from sandbox.prompts import repl_guide
@@ -180,7 +181,11 @@ class RLM(dspy.Module):
     Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
     the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
     checkpoints with ``max_refinements`` and ``min_gain``; ``on_event`` sees every
-    trajectory event as it happens. Returns a
+    trajectory event as it happens. Over an input the model was not shown in full (a long
+    context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any output read
+    from it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
+    names and quoted strings occur in the inputs or in what the cells printed from them
+    (see :mod:`sandbox.grounding`); both are on by default. Returns a
     ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
     ``final_reasoning``, ``stop_reason`` and ``usage``.
     """
@@ -191,7 +196,8 @@ class RLM(dspy.Module):
                  interpreter_factory: InterpreterFactory = RestrictedPythonInterpreter, *,
                  budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
-                 sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None):
+                 sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None,
+                 look_before_answer: bool = True, grounding: bool = True):
         super().__init__()
         _check_factory(interpreter_factory, "interpreter_factory")
         self.signature = ensure_signature(signature)
@@ -214,6 +220,7 @@ class RLM(dspy.Module):
         self.evaluator = evaluator
         self.on_event = on_event  # called with every trajectory event of a run (for progress displays)
         self.max_refinements, self.min_gain = max_refinements, min_gain
+        self.look_before_answer, self.grounding = look_before_answer, grounding
         self.sandbox_options = sandbox_options or SandboxOptions(max_output_chars=max_output_chars)
         action, extract = self._signatures()
         self.generate_action = dspy.Predict(action)
@@ -432,7 +439,13 @@ class RLM(dspy.Module):
     def _steps(self, run: _Run) -> Generator[Any, Any, dspy.Prediction]:
         """The RLM loop as a sequence of steps; the drivers perform them (sync or async)."""
         history = REPLHistory(max_output_chars=self.max_output_chars)
-        variables = [self._guide(run), *(v.format() for v in self._build_variables(**run.inputs))]
+        described = self._build_variables(**run.inputs)
+        variables = [self._guide(run), *(v.format() for v in described)]
+        # The checks for grounded answers apply to inputs the model was not shown in full (a long
+        # context); over inputs it saw whole, it may answer at once, as with dspy.RLM.
+        unseen = [v.name for v in described if len(v.preview) < v.total_length]
+        looked = not (unseen and self.look_before_answer)
+        grounding = GroundingCheck(run.inputs) if unseen and self.grounding else None
         refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
         for iteration in range(1, self.max_iters + 1):
             try:
@@ -476,21 +489,34 @@ class RLM(dspy.Module):
                                                                     run.budget.spent()))
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
+            read = bool(unseen) and reads_inputs(code, unseen) and result.error is None and bool(result.output.strip())
+            if read and grounding is not None:
+                grounding.add(result.output)
             if not result.has_final:
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
+                looked = looked or read
                 continue
             outputs, error = self._typed_outputs(result.final)
             if error:
                 history = history.append(reasoning=reasoning, code=code, output=error)
+                looked = looked or read
+                continue
+            if not looked:
+                run.trajectory.record("note", iteration=iteration, message="SUBMIT before looking at the inputs")
+                history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result)
+                                         + "\n" + _premature_submit(unseen))
+                looked = read
                 continue
             history = history.append(reasoning=reasoning, code=code, output=f"FINAL: {outputs}")
-            if self.evaluator is None:
-                return self._prediction(run, outputs, history, reasoning, "final")
-            evaluation = yield _Evaluate(outputs)
+            checkpoint, evaluation = "grounding", grounding(_answer_text(outputs)) if grounding else None
+            if evaluation is None or evaluation.passed:
+                if self.evaluator is None:
+                    return self._prediction(run, outputs, history, reasoning, "final")
+                checkpoint, evaluation = "evaluator", (yield _Evaluate(outputs))
             verdict = decide(refinement, outputs, evaluation, max_refinements=self.max_refinements,
                              min_gain=self.min_gain)
             refinement = verdict.state
-            run.trajectory.record("evaluation", iteration=iteration, **evaluation.to_dict(),
+            run.trajectory.record("evaluation", iteration=iteration, **evaluation.to_dict(), checkpoint=checkpoint,
                                   decision=verdict.action, reason=verdict.reason)
             if verdict.action != "refine":
                 return self._prediction(run, verdict.answer, history, reasoning, verdict.reason)
@@ -563,6 +589,17 @@ class RLM(dspy.Module):
         return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
                                final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
                                events=run.trajectory.to_dict())
+
+
+def _premature_submit(unseen: list[str]) -> str:
+    names = ", ".join(f"`{name}`" for name in unseen)
+    return (f"[Refused] SUBMIT came before you had seen any output read from {names}: you have not read it "
+            "yet. Print what it says about the question first (a search, or the lines around a keyword), read "
+            "the output, then SUBMIT in a later step.")
+
+
+def _answer_text(outputs: dict[str, Any]) -> str:
+    return "\n".join(value if isinstance(value, str) else json.dumps(value, default=str) for value in outputs.values())
 
 
 def _recoverable(exc: Exception) -> _Unparsed | _TooLong:

@@ -1,0 +1,117 @@
+"""Grounded answers: what an answer states must come from what the run read, not from the model.
+
+Two checks an engine applies before it accepts a final answer, both code only (no LM call):
+
+- **Look before answering** (:func:`reads_inputs`): a final answer that comes before the model
+  has seen any output of a cell that read the inputs is refused. A small model's typical
+  failure is a first cell that feeds values it invented to ``llm_query`` and calls ``FINAL``
+  in the same cell, without ever looking at ``context``.
+- **Grounding** (:class:`GroundingCheck`): the answer's load-bearing tokens (numbers, quoted
+  strings, codes that mix letters and digits, capitalized names) must occur in the inputs or
+  in what the cells that read them printed. A token found nowhere is reported back as
+  feedback, which is the evaluate-then-refine loop applied where it pays most. An honest
+  "not found" has no such tokens and passes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sandbox.evaluator import Evaluation
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?![\w])")
+_QUOTED = re.compile(r"\"([^\"\n]{2,80})\"|“([^”\n]{2,80})”")
+_CODE = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,}\b")
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)*\b")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+# Capitalized words that start sentences rather than name anything.
+_COMMON = frozenset("""a an and answer are as at based but by code for found from he her his how i if in is it its
+none not of on or she so that the their there these they this those to total was we were what when where which who
+why yes no with you your""".split())
+MAX_CHECKED_TOKENS = 20  # a long prose answer is checked on its first load-bearing tokens
+
+
+def reads_inputs(code: str, names: Iterable[str]) -> bool:
+    """Whether ``code`` reads one of the input variables ``names`` (or searches them)."""
+    words = set(re.findall(r"[A-Za-z_]\w*", code))
+    return bool(words & (set(names) | {"search"}))
+
+
+def load_bearing_tokens(answer: str) -> list[str]:
+    """The tokens of ``answer`` that carry its claim and could be invented: numbers (but single
+    digits), quoted strings, letter-and-digit codes and capitalized names."""
+    found: list[str] = []
+    for match in _QUOTED.finditer(answer):
+        found.append(match.group(1) or match.group(2))
+    for pattern in (_NUMBER, _CODE):
+        found += [m.group(0).strip("+") for m in pattern.finditer(answer)]
+    for match in _NAME.finditer(answer):
+        words = [w for w in match.group(0).split() if w.lower() not in _COMMON]
+        if words:
+            found.append(" ".join(words))
+    unique = []
+    for token in found:
+        plain = _THOUSANDS.sub("", token)
+        if plain not in unique and not (plain.isdigit() and len(plain) == 1):
+            unique.append(plain)
+    return unique[:MAX_CHECKED_TOKENS]
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class GroundingCheck:
+    """Checks answers against the run's ``inputs`` and the evidence added with :meth:`add`.
+
+    Args:
+        inputs: the run's input variables by name (``context``, the query, and the rest); a token
+            the answer repeats from any of them has its source.
+    """
+
+    def __init__(self, inputs: Mapping[str, Any]):
+        self._sources = [_text_of(value) for value in inputs.values()]
+        self._haystack: str | None = None  # lower-cased, thousands separators dropped; built on first use
+
+    def add(self, text: str) -> None:
+        """Count ``text`` (what a cell that read the inputs printed) as something the run read."""
+        if text:
+            self._sources.append(text)
+            self._haystack = None
+
+    def _normalized(self) -> str:
+        if self._haystack is None:
+            self._haystack = _THOUSANDS.sub("", "\n".join(self._sources).lower())
+        return self._haystack
+
+    def missing(self, answer: Any) -> list[str]:
+        """The load-bearing tokens of ``answer`` that occur in no source."""
+        haystack = self._normalized()
+        missing = []
+        for token in load_bearing_tokens(_text_of(answer)):
+            needle = token.lower()
+            # A plain substring test first: a 40 MB context is scanned by the regex only for tokens it holds.
+            if needle not in haystack or not re.search(r"(?<![\w.])" + re.escape(needle) + r"(?![\w])", haystack):
+                missing.append(token)
+        return missing
+
+    def __call__(self, answer: Any) -> Evaluation:
+        """The verdict on ``answer``: passed when every load-bearing token has a source; the score is
+        the fraction that do; the feedback names the ones that do not."""
+        tokens = load_bearing_tokens(_text_of(answer))
+        missing = self.missing(answer)
+        if not missing:
+            return Evaluation(1.0, True)
+        named = ", ".join(repr(t) for t in missing[:5])
+        return Evaluation(1 - len(missing) / len(tokens), False,
+                          f"{named} {'does' if len(missing) == 1 else 'do'} not occur in the inputs or in anything "
+                          "your code printed from them. Find where the answer is stated (search or print the "
+                          "passage), or answer that it is not stated.")

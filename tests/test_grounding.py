@@ -1,0 +1,95 @@
+"""Grounded answers: look before answering, and the code-only grounding checkpoint (rlm_dspy engine)."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+
+from rlm_dspy import RLM
+from sandbox import Evaluation
+from sandbox.grounding import GroundingCheck, load_bearing_tokens, reads_inputs
+from tests.dspy_lms import script_lm, text_lm
+
+FILLER = "The committee met again and discussed the budget at length. " * 60  # longer than the 1,000-char preview
+CONTEXT = FILLER + "The access code for the north gate is 98,321. " + FILLER
+
+
+def step(code: str) -> dict[str, str]:
+    return {"reasoning": "next", "code": f"```python\n{code}\n```"}
+
+
+LOOK = step("i = context.find('access code')\nprint(context[i:i + 60])")
+
+
+def run(rlm: RLM, root, **inputs):
+    with dspy.context(lm=root):
+        return rlm(**inputs)
+
+
+@pytest.mark.parametrize("answer,tokens", [
+    ("The access code for the north gate is 98321.", ["98321"]),
+    ('Alice Smith paid $45,213.50 for order XK-42B ("blue whale").', ["blue whale", "45213.50", "XK-42B",
+                                                                       "Alice Smith"]),
+    ("It is not stated in the document.", []),
+    ("There are 3 of them.", []),  # single digits are too common to check
+])
+def test_load_bearing_tokens(answer, tokens):
+    assert load_bearing_tokens(answer) == tokens
+
+
+def test_a_token_is_grounded_only_by_a_whole_occurrence_in_a_source():
+    check = GroundingCheck({"context": "the code is 98,321; Alice went home", "query": "which code?"})
+    assert check("The code is 98321").passed and check("alice").passed and check("98,321").passed
+    verdict = check("The code is 983210, said Bob")
+    assert not verdict.passed and verdict.score == 0.0
+    assert "'983210', 'Bob' do not occur" in verdict.feedback and "not stated" in verdict.feedback
+    check.add("computed total: 983210")
+    assert check.missing("983210 and Bob") == ["Bob"]
+
+
+def test_reads_inputs_looks_for_the_input_names_in_the_code():
+    assert reads_inputs("print(context[:100])", ["context"])
+    assert reads_inputs("hits = search('gate')", ["context"])
+    assert not reads_inputs("x = llm_query('sum of 120, 30, 50')\nprint(x)", ["context"])
+
+
+def test_a_submit_before_looking_at_a_long_context_is_refused_then_accepted():
+    root = script_lm(step("x = llm_query('the code? 12345')\nSUBMIT(answer=x)"), LOOK, step("SUBMIT(answer='98321')"))
+    out = run(RLM("context, query -> answer", sub_lm=text_lm(lambda p: "12345")), root, context=CONTEXT,
+              query="What is the access code for the north gate?")
+    assert (out.answer, out.stop_reason) == ("98321", "final")
+    assert "[Refused] SUBMIT came before you had seen any output read from `context`" in out.trajectory[0]["output"]
+
+
+def test_an_answer_not_in_the_context_goes_back_with_the_token_named():
+    root = script_lm(LOOK, step("SUBMIT(answer='The code is 45213')"), step("SUBMIT(answer='The code is 98321')"))
+    out = run(RLM("context, query -> answer", sub_lm=text_lm(str.upper)), root, context=CONTEXT, query="code?")
+    assert (out.answer, out.stop_reason) == ("The code is 98321", "final")
+    assert "'45213' does not occur in the inputs" in out.trajectory[2]["output"]
+    [evaluation] = [e for e in out.events["events"] if e["kind"] == "evaluation"]
+    assert (evaluation["checkpoint"], evaluation["decision"]) == ("grounding", "refine")
+
+
+def test_grounding_comes_before_the_users_evaluator():
+    seen = []
+
+    def evaluator(query, answer):
+        seen.append(answer)
+        return Evaluation(1.0, True)
+
+    root = script_lm(LOOK, step("SUBMIT(answer='45213')"), step("SUBMIT(answer='98321')"))
+    out = run(RLM("context, query -> answer", sub_lm=text_lm(str.upper), evaluator=evaluator), root,
+              context=CONTEXT, query="code?")
+    assert (out.answer, out.stop_reason) == ("98321", "accepted") and seen == ["98321"]
+
+
+def test_both_checks_can_be_turned_off():
+    root = script_lm(step("SUBMIT(answer='45213')"))
+    rlm = RLM("context, query -> answer", sub_lm=text_lm(str.upper), look_before_answer=False, grounding=False)
+    assert run(rlm, root, context=CONTEXT, query="code?").answer == "45213"
+
+
+def test_inputs_shown_in_full_may_be_answered_at_once_as_with_dspy_rlm():
+    root = script_lm(step("SUBMIT(answer='42')"))
+    out = run(RLM("context, query -> answer", sub_lm=text_lm(str.upper)), root, context="short", query="?")
+    assert (out.answer, out.stop_reason) == ("42", "final")
