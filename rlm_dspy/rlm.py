@@ -45,7 +45,7 @@ from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
 from sandbox.grounding import GroundingCheck, reads_inputs
 from sandbox.lm import is_context_window_error
-from sandbox.parsing import code_from_field
+from sandbox.parsing import code_from_field, parse_reply
 from sandbox.prompts import repl_guide
 from sandbox.repl import CellResult
 from sandbox.refinement import RefinementState, decide, feedback_message
@@ -80,6 +80,7 @@ class _Unparsed:
     """What a predictor step returns when the LM's reply did not fit the signature."""
 
     message: str
+    reply: str = ""  # the LM's raw reply
 
 
 @dataclass(frozen=True)
@@ -468,10 +469,16 @@ class RLM(dspy.Module):
                                       max_output_chars=self.max_output_chars)
                 continue
             if isinstance(action, _Unparsed):
-                run.trajectory.record("note", iteration=iteration, message=preview(action.message, 500))
-                history = history.append(reasoning="", code="", output="[Error] Your reply did not follow the "
-                                         "output format (fields `reasoning` and `code`). Answer in that format.")
-                continue
+                fenced = parse_reply(action.reply)
+                if not fenced.code:
+                    run.trajectory.record("note", iteration=iteration, message=preview(action.message, 500))
+                    history = history.append(reasoning="", code="", output="[Error] Your reply did not follow the "
+                                             "output format (fields `reasoning` and `code`). Answer in that format.")
+                    continue
+                # Small models often drop the field markers but still write one good code block: run it.
+                run.trajectory.record("note", iteration=iteration,
+                                      message="the reply ignored the field format; its first code block was run")
+                action = dspy.Prediction(reasoning="", code="\n".join(fenced.code))
             reasoning = str(getattr(action, "reasoning", "") or "")
             parsed = code_from_field(getattr(action, "code", None))
             run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"),
@@ -605,7 +612,7 @@ def _answer_text(outputs: dict[str, Any]) -> str:
 def _recoverable(exc: Exception) -> _Unparsed | _TooLong:
     """A predictor failure the loop can recover from, as a step result; anything else re-raised."""
     if isinstance(exc, AdapterParseError):
-        return _Unparsed(str(exc))
+        return _Unparsed(str(exc), str(exc.lm_response or ""))
     if is_context_window_error(exc):
         return _TooLong()
     raise exc

@@ -65,6 +65,17 @@ def test_an_unparseable_reply_becomes_feedback():
     assert out.answer == "fine" and "output format" in out.trajectory[0]["output"]
 
 
+def test_a_reply_without_field_markers_still_runs_its_code_block():
+    # what small local models write; DSPy's ChatAdapter tries its JSON fallback once first
+    replies = iter(["Let me look.\n```python\nprint(len(context))\n```\nThen I answer."] * 2
+                   + [fields(reasoning="ok", code="SUBMIT(answer='fine')")])
+    root = function_lm(lambda messages: next(replies))
+    out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), root, context="abc")
+    assert out.answer == "fine" and out.trajectory[0]["code"] == "print(len(context))"
+    assert out.trajectory[0]["output"] == "3"
+    assert any("ignored the field format" in e.get("message", "") for e in out.events["events"])
+
+
 def test_final_in_place_of_submit_is_accepted_for_one_output():
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), script_lm(step("FINAL('via final')")), context="c")
     assert out.answer == "via final"
