@@ -283,7 +283,8 @@ def test_a_resumed_graph_replays_a_cell_that_searched_without_repeating_its_sub_
 @pytest.mark.parametrize("interpreter", ["restricted", "local"])
 def test_rlm_dspy_searches_its_context_on_either_interpreter(interpreter):
     on = {"restricted": {}, "local": {"interpreter_factory": LocalInterpreter}}[interpreter]
-    root = script_lm(step(f"hits = search('{RARE}', k=2)\nSUBMIT(answer=str('line 42: a {RARE}' in hits[0]['text']))"))
+    root = script_lm(step(f"hits = search('{RARE}', k=2)\nfound = 'line 42: a {RARE}' in hits[0]['text']\nprint(found)"),
+                     step("SUBMIT(answer=str(found))"))
     rlm = RLM("context, query -> answer", sub_lm=text_lm(str.upper), **on)
     with dspy.context(lm=root):
         out = rlm(context=haystack(needle_at=42), query="where is the skeleton?")
