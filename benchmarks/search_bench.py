@@ -8,7 +8,8 @@ from the passages (tokenizing included, with the same tokens for both), the mean
 query (3 words, scoring every passage and taking the top 5), the peak and retained memory of
 building it (tracemalloc, in a second process, since tracing slows the build) and the growth
 of the process's peak RSS. The passages are those ``sandbox.search`` cuts; cutting them is
-timed once per size. ``--quick`` runs 1M only.
+timed once per size. ``--quick`` runs 1M only. ``rank-bm25`` is not a dependency of the
+package: install it first (``pip install rank-bm25``).
 """
 
 from __future__ import annotations
