@@ -31,6 +31,7 @@ PASSAGE_CHARS = 800
 OVERLAP_CHARS = 200
 DEFAULT_K = 5
 MAX_K = 50
+MAX_QUERY_CHARS = 10_000
 STOPWORDS = "en"
 _SENTENCE_ENDS = (". ", "? ", "! ", "; ", "\u3002")
 
@@ -86,13 +87,16 @@ def check_search_args(query: Any, k: Any) -> None:
 
     Raises:
         TypeError: ``query`` is not a str, or ``k`` is not an int.
-        ValueError: ``query`` is blank, or ``k`` is outside ``1..MAX_K``.
+        ValueError: ``query`` is blank or longer than ``MAX_QUERY_CHARS``, or ``k`` is outside ``1..MAX_K``.
     """
     if not isinstance(query, str):
         raise TypeError(f"search(query, k={DEFAULT_K}): query must be a str of words to look for, "
                         f"got {type(query).__name__}")
     if not query.strip():
         raise ValueError("search(query, k): query is empty; pass the words to look for, e.g. search('merger date')")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"search(query, k): query is {len(query):,} characters; pass a few words to look for "
+                         f"(at most {MAX_QUERY_CHARS:,} characters), not a text")
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"search(query, k): k must be an int from 1 to {MAX_K}, got {type(k).__name__}")
     if not 1 <= k <= MAX_K:

@@ -138,6 +138,7 @@ def test_the_passage_with_the_rare_term_comes_first_and_scores_fall():
 @pytest.mark.parametrize("args,error,match", [
     ((None,), TypeError, "query must be a str"),
     (("   ",), ValueError, "query is empty"),
+    (("river " * 2000,), ValueError, "query is 12,000 characters; pass a few words"),
     (("river", 0), ValueError, "k must be from 1 to 50, got 0"),
     (("river", MAX_K + 1), ValueError, "k must be from 1 to 50"),
     (("river", True), TypeError, "k must be an int"),
