@@ -1,8 +1,10 @@
-"""The host functions behind ``llm_query``, ``llm_query_batched`` and ``rlm_query``.
+"""The host functions behind ``llm_query``, ``llm_query_batched``, ``rlm_query`` and ``search``.
 
-One :class:`HostFunctions` serves one RLM at one depth. Every call is metered
+One :class:`HostFunctions` serves one RLM at one depth. Every LM call is metered
 against the shared :class:`~sandbox.budget.Budget` and recorded in the
-trajectory. Inside the sandbox these become plain forwarding closures (see
+trajectory; ``search`` ranks passages of the host's own copy of ``context``
+(:mod:`sandbox.search`), costs nothing in the budget, and is recorded too.
+Inside the sandbox these become plain forwarding closures (see
 ``Sandbox(tools=...)``); the bound methods here never cross.
 
 A prompt longer than one sub-call may carry (the sub-model's input window when
@@ -24,14 +26,17 @@ from typing import Any
 
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded
+from sandbox.context import Context
 from sandbox.lm import CHARS_PER_TOKEN, LMClient, input_window_tokens, metered_completion
 from sandbox.redact import describe_error
+from sandbox.search import DEFAULT_K, PassageIndex
 from sandbox.trajectory import Trajectory, preview
 
 # (query, context, depth, trajectory) -> answer of a child RLM; supplied by the adapters.
 ChildRunner = Callable[[str, str, int, Trajectory], str]
 ERROR_PREFIX = "ERROR: "
 DEFAULT_MAX_PROMPT_CHARS = 400_000  # about 100K tokens: one sub-call's cap when the sub-model's window is unknown
+SEARCH_EVENTS_PER_CELL = 50  # searches a cell records in full; later ones are only counted
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def prompt_limit(lm: LMClient, max_prompt_chars: int | None) -> PromptLimit:
 
 
 class HostFunctions:
-    """``llm_query`` / ``llm_query_batched`` / ``rlm_query`` for an RLM at ``depth``.
+    """``llm_query`` / ``llm_query_batched`` / ``rlm_query`` / ``search`` for an RLM at ``depth``.
 
     ``llm_query_batched`` runs at most ``max_concurrency`` calls at once, keeps the
     order of its prompts, and turns a failed prompt into an ``"ERROR: ..."`` string
@@ -75,13 +80,14 @@ class HostFunctions:
     ``max_calls`` caps this RLM's own sub-calls on top of the shared budget.
     ``max_prompt_chars`` caps one prompt (``None``: the sub-model's window when
     litellm's local map knows it, else ``DEFAULT_MAX_PROMPT_CHARS``); a longer one is a
-    ``ValueError`` in the cell, never dispatched and never charged.
+    ``ValueError`` in the cell, never dispatched and never charged. ``search`` ranks the
+    passages of ``context`` (the RLM's own, on the host), indexed on its first call.
     """
 
     def __init__(self, *, lm: LMClient, budget: Budget, trajectory: Trajectory, runner: AsyncRunner,
                  depth: int = 0, max_concurrency: int = 8, max_tokens: int = 1024,
                  run_child: ChildRunner | None = None, max_calls: int | None = None,
-                 max_prompt_chars: int | None = None):
+                 max_prompt_chars: int | None = None, context: Context | None = None):
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -99,6 +105,7 @@ class HostFunctions:
         self.run_child = run_child
         self.max_calls = max_calls  # this RLM's own sub-call cap (dspy.RLM's max_llm_calls), on top of the budget
         self.max_prompt_chars = max_prompt_chars
+        self.passages = PassageIndex(context) if context is not None else None
         self._calls = 0
         self._calls_lock = threading.Lock()
 
@@ -110,7 +117,7 @@ class HostFunctions:
     def tools(self) -> dict[str, Callable[..., Any]]:
         """The functions to hand to ``Sandbox(tools=...)``."""
         return {"llm_query": self.llm_query, "llm_query_batched": self.llm_query_batched,
-                "rlm_query": self.rlm_query}
+                "rlm_query": self.rlm_query, "search": self.search}
 
     # -- calls -----------------------------------------------------------------------
 
@@ -168,17 +175,20 @@ class HostFunctions:
 
     def answered_from_arguments(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> bool:
         """Whether the host function ``name`` answers this call from its arguments alone: they are
-        wrong, or every prompt is over :attr:`prompt_limit`. Such a call reaches no LM and depends on
-        nothing that changes, so a replay log needs no entry for it (nothing is recorded here).
+        wrong, or every prompt is over :attr:`prompt_limit`; ``search`` always does (its answer depends
+        on the arguments and the context, which never changes). Such a call reaches no LM and depends
+        on nothing that changes, so a replay log needs no entry for it (nothing is recorded here).
 
         Args:
-            name: ``"llm_query"``, ``"llm_query_batched"`` or ``"rlm_query"``.
+            name: ``"llm_query"``, ``"llm_query_batched"``, ``"rlm_query"`` or ``"search"``.
             args: the call's positional arguments.
             kwargs: the call's keyword arguments.
 
         Returns:
             ``True`` when the call is refused (or answered) without an LM call.
         """
+        if name == "search":
+            return True
         method = self.tools().get(name)
         if method is None:
             return False
@@ -305,6 +315,34 @@ class HostFunctions:
                                context_chars=len(context if context is not None else prompt))
         answer = self.run_child(prompt, context if context is not None else prompt, child_depth, child)
         return answer if isinstance(answer, str) else str(answer)
+
+    def search(self, query: str, k: int = DEFAULT_K) -> list[dict[str, Any]]:
+        """The ``k`` passages of ``context`` that best match ``query`` (BM25), best first; the first
+        call builds the index. Free in the budget; recorded in the trajectory with a preview of the
+        best passage (in full for the first ``SEARCH_EVENTS_PER_CELL`` searches of a cell).
+
+        Args:
+            query: the words to look for.
+            k: how many passages to return at most, 1 to ``sandbox.search.MAX_K``.
+
+        Returns:
+            ``{"offset", "text", "score"}`` per passage (with ``"doc"`` for a list context); see
+            :meth:`sandbox.search.PassageIndex.search`.
+
+        Raises:
+            TypeError, ValueError: the arguments are wrong, or this RLM has no text ``context``.
+        """
+        if self.passages is None:
+            raise ValueError("search(query, k) searches `context`, and this REPL has no `context` that is a str "
+                             "or a list of str; look through your variables with code instead")
+        began, built = time.monotonic(), self.passages.built
+        hits = self.passages.search(query, k)
+        self.trajectory.record_limited(
+            "search", SEARCH_EVENTS_PER_CELL, query=preview(query), k=k,
+            hits=[{key: value for key, value in hit.items() if key != "text"} for hit in hits],
+            top=preview(hits[0]["text"]) if hits else None, built_index=not built,
+            seconds=round(time.monotonic() - began, 4))
+        return hits
 
 
 def _answer(result: Any) -> str:

@@ -49,6 +49,9 @@ def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, 
     recursion = ("- `rlm_query(prompt, context=None)` -> str: give a sub-problem (and optionally a str "
                  "context) to a child RLM that has its own REPL. Use it for hard sub-problems only.\n"
                  if can_recurse else "")
+    search = ("" if "search" in tools else "- `search(query, k=5)` -> list[dict]: the k passages of `context` that "
+              "best match the words in `query`, best first: {'offset', 'text', 'score'} (and 'doc' if `context` is a "
+              "list). Slice `context` at an offset to read around a hit.\n")
     user_tools = f"Other functions you can call:\n{describe_tools(tools)}\n" if tools else ""
     return f"""The REPL gives you:
 - `context`: the data to work on (described in the query message). Never print all of it.
@@ -56,7 +59,7 @@ def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, 
 `context`). Keep each prompt to a few thousand characters.
 - `llm_query_batched(prompts)` -> list[str]: many `llm_query` calls at once, answers in the same order. \
 Prefer it to a loop of `llm_query`.
-{recursion}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
+{recursion}{search}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
 - `print(...)`: output longer than {max_output_chars:,} characters is cut in the middle; print summaries \
 and slices.
 {user_tools}{sandbox_rules() if rules is None else rules}"""

@@ -1,7 +1,7 @@
 """One RLM run at one depth: its REPL, host functions, and the record of what ran.
 
 Both adapters open a :class:`Session` per run; it loads the context, wires
-``llm_query``/``llm_query_batched``/``rlm_query`` and the user's tools into the
+``llm_query``/``llm_query_batched``/``rlm_query``/``search`` and the user's tools into the
 sandbox (through a :class:`~sandbox.replay.CallLog` when the run may be
 replayed), and records every cell in the trajectory.
 
@@ -25,6 +25,8 @@ from sandbox.repl import DEFAULT_MAX_FINAL_CHARS, RESERVED_NAMES, CellResult, Sa
 from sandbox.trajectory import Trajectory, preview
 
 HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
+# Host functions that give way to a user tool or an input variable of the same name (a user's own `search` stays).
+OPTIONAL_HOST_FUNCTIONS = ("search",)
 # Every name an RLM's REPL defines itself: no tool or input variable may take one.
 REPL_NAMES = frozenset({*HOST_FUNCTIONS, *RESERVED_NAMES})
 
@@ -74,6 +76,9 @@ class Session:
     """A live REPL with ``variables`` loaded (``context`` must be text) and the host functions wired in.
     Close it when done.
 
+    ``search`` ranks passages of the Session's own ``context``, on the host (the context never
+    comes back from the REPL); its index is built on the first search, once per Session.
+
     The REPL is a :class:`~sandbox.repl.Sandbox` built from ``options`` unless ``repl_factory``
     is given; it is then called with the tools (host functions and the user's) and the
     ``SUBMIT`` fields, and must return a :class:`REPL`. A Sandbox cuts a running cell at the
@@ -89,14 +94,18 @@ class Session:
         self.trajectory = trajectory
         self.depth = depth
         self.options = options
+        context = check_context(variables["context"]) if "context" in variables else None
         self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
                                   max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
                                   run_child=run_child, max_calls=max_sub_calls,
-                                  max_prompt_chars=options.max_prompt_chars)
-        all_tools = {**self.host.tools(), **check_user_tools(tools)}
+                                  max_prompt_chars=options.max_prompt_chars, context=context)
+        user_tools = check_user_tools(tools)
+        host_tools = {name: fn for name, fn in self.host.tools().items()
+                      if name not in OPTIONAL_HOST_FUNCTIONS or not (name in user_tools or name in variables)}
+        all_tools = {**host_tools, **user_tools}
         self.call_log = call_log
         if call_log is not None:
-            all_tools = _logged(all_tools, call_log, self.host)
+            all_tools = _logged(all_tools, call_log, self.host, frozenset(host_tools))
         if repl_factory is not None:
             self.repl: REPL = repl_factory(all_tools, submit_fields)
         else:
@@ -106,7 +115,7 @@ class Session:
                                 submit_fields=submit_fields, max_final_chars=options.max_final_chars)
         try:
             for name, value in variables.items():
-                self.repl.set_variable(name, check_context(value) if name == "context" else value)
+                self.repl.set_variable(name, context if name == "context" else value)
         except BaseException:
             self.repl.close()
             raise
@@ -142,12 +151,14 @@ class Session:
         self.repl.close()
 
 
-def _logged(tools: dict[str, Callable[..., Any]], call_log: CallLog,
-            host: HostFunctions) -> dict[str, Callable[..., Any]]:
-    """``tools`` recording into ``call_log``, except host-function calls refused on their arguments.
+def _logged(tools: dict[str, Callable[..., Any]], call_log: CallLog, host: HostFunctions,
+            host_names: frozenset[str]) -> dict[str, Callable[..., Any]]:
+    """``tools`` recording into ``call_log``, except calls of the host functions in ``host_names``
+    answered from their arguments (see :meth:`HostFunctions.answered_from_arguments`).
 
-    Such a refusal (wrong types, an over-long prompt) is the same on replay, so it needs no entry;
-    without this, a cell looping on refused calls would grow the checkpointed log by one entry each.
+    Such a refusal (wrong types, an over-long prompt), or a ``search`` answer, is the same on replay,
+    so it needs no entry; without this, a cell looping on refused calls or on searches would grow
+    the checkpointed log by one entry each, and the log would hold passages of the context.
     """
     logged = call_log.wrap(tools)
 
@@ -159,7 +170,7 @@ def _logged(tools: dict[str, Callable[..., Any]], call_log: CallLog,
         call.__name__ = name
         return call
 
-    return {name: refusing_first(name) if name in HOST_FUNCTIONS else fn for name, fn in logged.items()}
+    return {name: refusing_first(name) if name in host_names else fn for name, fn in logged.items()}
 
 
 def format_cell(result: CellResult) -> str:

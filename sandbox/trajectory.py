@@ -2,11 +2,12 @@
 
 Each event is a dict with ``kind``, ``depth``, ``t`` (seconds since the
 trajectory started) and kind-specific fields. Kinds: ``iteration``, ``lm_call``,
-``cell``, ``sub_call``, ``rlm_query``, ``evaluation``, ``budget``, ``final`` and
-``note``. A child RLM (``rlm_query``) gets a child trajectory one level deeper.
+``cell``, ``sub_call``, ``rlm_query``, ``search``, ``evaluation``, ``budget``, ``final``
+and ``note``. A child RLM (``rlm_query``) gets a child trajectory one level deeper.
 Listeners see every event of the tree as it is recorded (for streaming). A refusal
 that repeats (the same limit hit again and again by one cell) is one event whose
-``count`` goes up, so no loop in a cell can grow the record without bound.
+``count`` goes up, and a call that costs nothing (``search``) is recorded in full only so
+many times a cell, so no loop in a cell can grow the record without bound.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-EVENT_KINDS = frozenset({"iteration", "lm_call", "cell", "sub_call", "rlm_query", "evaluation",
+EVENT_KINDS = frozenset({"iteration", "lm_call", "cell", "sub_call", "rlm_query", "search", "evaluation",
                          "budget", "final", "note"})
 Listener = Callable[[dict[str, Any]], None]
 PREVIEW_CHARS = 2000
@@ -42,6 +43,7 @@ class Trajectory:
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._repeats: dict[tuple[str, str], dict[str, Any]] = {}  # refusals seen since the last cell event
+        self._seen: dict[str, int] = {}  # events of each kind recorded by record_limited since the last cell event
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every later event of this trajectory and its children."""
@@ -65,8 +67,34 @@ class Trajectory:
             self.events.append(event)
             if kind == "cell":
                 self._repeats.clear()
+                self._seen.clear()
         self._notify(event)
         return event
+
+    def record_limited(self, kind: str, limit: int, **fields: Any) -> dict[str, Any]:
+        """Record an event in full at most ``limit`` times per cell for ``kind``; later ones only add
+        to the ``count`` of one ``note`` (see :meth:`record_repeated`).
+
+        This bounds what a cell that loops on a call the budget does not meter (``search``) adds
+        to the trajectory.
+
+        Args:
+            kind: one of ``EVENT_KINDS``.
+            limit: how many events of ``kind`` one cell may record in full.
+            **fields: the event's own, JSON-serializable fields.
+
+        Returns:
+            The event as recorded, or the note that counts the events past ``limit``.
+
+        Raises:
+            ValueError: ``kind`` is not one of ``EVENT_KINDS``.
+        """
+        with self._lock:
+            seen = self._seen[kind] = self._seen.get(kind, 0) + 1
+        if seen <= limit:
+            return self.record(kind, **fields)
+        return self.record_repeated("note", f"more {kind}", unrecorded=kind,
+                                    message=f"{kind} events past the first {limit} of this cell are only counted")
 
     def record_repeated(self, kind: str, key: str, **fields: Any) -> dict[str, Any]:
         """Record a refusal once per cell: the first carries ``count=1``; later ones with the same
