@@ -119,13 +119,15 @@ class _Run:
         # outputs without ever passing the budget's caps.
         self.extract_hold = budget.reserve_call(tokens=_extract_hold_tokens(budget))
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
+        self.searched = _searched_input(regular)
         try:
             self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
                                    runner=runner, depth=depth, tools=module.tool_functions(),
                                    run_child=self.run_child, options=module.sandbox_options,
                                    submit_fields=list(module.signature.output_fields),
                                    max_sub_calls=module.max_llm_calls,
-                                   repl_factory=self._repl_factory(interpreter, owned))
+                                   repl_factory=self._repl_factory(interpreter, owned),
+                                   search_over=self.searched or "context")
         except BaseException:
             budget.cancel(self.extract_hold, dispatched=False)  # a child shares its parent's ledger
             if interpreter is not None and owned:
@@ -283,7 +285,7 @@ class RLM(dspy.Module):
         submit = (f"Finish with SUBMIT({', '.join(self.signature.output_fields)}) "
                   f"(keyword arguments work too). Outputs: {fields}")
         return repl_guide(max_output_chars=self.max_output_chars, can_recurse=run.budget.allows_depth(run.depth + 1),
-                          tools=self.tool_functions(), rules=run.rules).replace(
+                          tools=self.tool_functions(), rules=run.rules, searched=run.searched).replace(
             "- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.",
             f"- {submit}")
 
@@ -596,6 +598,16 @@ class RLM(dspy.Module):
         return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
                                final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
                                events=run.trajectory.to_dict())
+
+
+def _searched_input(inputs: dict[str, Any]) -> str | None:
+    """The input ``search`` ranks: ``context`` when it is text, else the longest text input."""
+    texts = {name: value for name, value in inputs.items()
+             if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))}
+    if "context" in texts:
+        return "context"
+    return max(texts, key=lambda name: sum(map(len, texts[name])) if isinstance(texts[name], list)
+               else len(texts[name]), default=None)
 
 
 def _premature_submit(unseen: list[str]) -> str:

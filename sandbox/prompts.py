@@ -43,15 +43,17 @@ def describe_tools(tools: Mapping[str, Callable[..., Any]]) -> str:
 
 
 def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, Callable[..., Any]] = {},
-               rules: str | None = None) -> str:
+               rules: str | None = None, searched: str | None = "context") -> str:
     """What the REPL offers and refuses; shared by every engine so the LM sees one contract.
-    ``rules`` describes another interpreter's runtime in place of :func:`sandbox_rules`."""
+    ``rules`` describes another interpreter's runtime in place of :func:`sandbox_rules`;
+    ``searched`` names the variable ``search`` ranks (``None``: there is no ``search``)."""
     recursion = ("- `rlm_query(prompt, context=None)` -> str: give a sub-problem (and optionally a str "
                  "context) to a child RLM that has its own REPL. Use it for hard sub-problems only.\n"
                  if can_recurse else "")
-    search = ("" if "search" in tools else "- `search(query, k=5)` -> list[dict]: the k passages of `context` that "
-              "best match the words in `query`, best first: {'offset', 'text', 'score'} (and 'doc' if `context` is a "
-              "list). Slice `context` at an offset to read around a hit.\n")
+    search = ("" if "search" in tools or searched is None else
+              f"- `search(query, k=5)` -> list[dict]: the k passages of `{searched}` that best match the words in "
+              f"`query`, best first: {{'offset', 'text', 'score'}} (and 'doc' if `{searched}` is a list). Slice "
+              f"`{searched}` at an offset to read around a hit.\n")
     user_tools = f"Other functions you can call:\n{describe_tools(tools)}\n" if tools else ""
     return f"""The REPL gives you:
 - `context`: the data to work on (described in the query message). Never print all of it.

@@ -76,8 +76,9 @@ class Session:
     """A live REPL with ``variables`` loaded (``context`` must be text) and the host functions wired in.
     Close it when done.
 
-    ``search`` ranks passages of the Session's own ``context``, on the host (the context never
-    comes back from the REPL); its index is built on the first search, once per Session.
+    ``search`` ranks passages of the Session's own copy of the variable ``search_over`` (default
+    ``context``; it must be a str or a list of str), on the host: the text never comes back from
+    the REPL. Its index is built on the first search, once per Session.
 
     The REPL is a :class:`~sandbox.repl.Sandbox` built from ``options`` unless ``repl_factory``
     is given; it is then called with the tools (host functions and the user's) and the
@@ -89,16 +90,19 @@ class Session:
                  runner: AsyncRunner, depth: int = 0, tools: Mapping[str, Callable[..., Any]] | None = None,
                  run_child: ChildRunner | None = None, call_log: CallLog | None = None,
                  options: SandboxOptions = SandboxOptions(), submit_fields: list[str] | None = None,
-                 max_sub_calls: int | None = None, repl_factory: REPLFactory | None = None):
+                 max_sub_calls: int | None = None, repl_factory: REPLFactory | None = None,
+                 search_over: str = "context"):
         self.budget = budget
         self.trajectory = trajectory
         self.depth = depth
         self.options = options
         context = check_context(variables["context"]) if "context" in variables else None
+        searched = context if search_over == "context" else variables.get(search_over)
         self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
                                   max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
                                   run_child=run_child, max_calls=max_sub_calls,
-                                  max_prompt_chars=options.max_prompt_chars, context=context)
+                                  max_prompt_chars=options.max_prompt_chars,
+                                  context=check_context(searched) if searched is not None else None)
         user_tools = check_user_tools(tools)
         host_tools = {name: fn for name, fn in self.host.tools().items()
                       if name not in OPTIONAL_HOST_FUNCTIONS or not (name in user_tools or name in variables)}

@@ -93,3 +93,13 @@ def test_inputs_shown_in_full_may_be_answered_at_once_as_with_dspy_rlm():
     root = script_lm(step("SUBMIT(answer='42')"))
     out = run(RLM("context, query -> answer", sub_lm=text_lm(str.upper)), root, context="short", query="?")
     assert (out.answer, out.stop_reason) == ("42", "final")
+
+
+def test_search_ranks_the_long_input_whatever_its_name():
+    root = script_lm(step("hit = search('access code gate')[0]\nprint(hit['text'])"),
+                     step("SUBMIT(answer='98321')"))
+    out = run(RLM("document, question -> answer", sub_lm=text_lm(str.upper)), root, document=CONTEXT,
+              question="What is the access code for the north gate?")
+    assert "access code for the north gate is 98,321" in out.trajectory[0]["output"]
+    assert (out.answer, out.stop_reason) == ("98321", "final")
+    assert "the k passages of `document`" in root.scripted.prompts[0]
