@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from sandbox.budget import Budget, BudgetExceeded
 from sandbox.context import Context
 from sandbox.lm import CHARS_PER_TOKEN, LMClient, input_window_tokens, metered_completion
 from sandbox.redact import describe_error
+from sandbox.chunks import chunk_spans
 from sandbox.search import DEFAULT_K, PassageIndex
 from sandbox.trajectory import Trajectory, preview
 
@@ -36,6 +39,8 @@ from sandbox.trajectory import Trajectory, preview
 ChildRunner = Callable[[str, str, int, Trajectory], str]
 ERROR_PREFIX = "ERROR: "
 DEFAULT_MAX_PROMPT_CHARS = 400_000  # about 100K tokens: one sub-call's cap when the sub-model's window is unknown
+DEFAULT_CHUNK_CHARS = 4_000  # one llm_map chunk: a few records, well inside a small model's window
+MIN_CHUNK_CHARS, MAX_CHUNK_CHARS = 200, 100_000
 SEARCH_EVENTS_PER_CELL = 50  # searches a cell records in full; later ones are only counted
 
 
@@ -105,6 +110,7 @@ class HostFunctions:
         self.run_child = run_child
         self.max_calls = max_calls  # this RLM's own sub-call cap (dspy.RLM's max_llm_calls), on top of the budget
         self.max_prompt_chars = max_prompt_chars
+        self.context = context
         self.passages = PassageIndex(context) if context is not None else None
         self._calls = 0
         self._calls_lock = threading.Lock()
@@ -117,7 +123,7 @@ class HostFunctions:
     def tools(self) -> dict[str, Callable[..., Any]]:
         """The functions to hand to ``Sandbox(tools=...)``."""
         return {"llm_query": self.llm_query, "llm_query_batched": self.llm_query_batched,
-                "rlm_query": self.rlm_query, "search": self.search}
+                "llm_map": self.llm_map, "rlm_query": self.rlm_query, "search": self.search}
 
     # -- calls -----------------------------------------------------------------------
 
@@ -180,7 +186,7 @@ class HostFunctions:
         on nothing that changes, so a replay log needs no entry for it (nothing is recorded here).
 
         Args:
-            name: ``"llm_query"``, ``"llm_query_batched"``, ``"rlm_query"`` or ``"search"``.
+            name: ``"llm_query"``, ``"llm_query_batched"``, ``"llm_map"``, ``"rlm_query"`` or ``"search"``.
             args: the call's positional arguments.
             kwargs: the call's keyword arguments.
 
@@ -196,6 +202,12 @@ class HostFunctions:
             call = inspect.signature(method).bind(*args, **kwargs).arguments
         except TypeError:
             return True
+        if name == "llm_map":
+            try:
+                self._check_map_args(call["instruction"], call.get("items"), call.get("chunk_chars", DEFAULT_CHUNK_CHARS))
+            except (TypeError, ValueError):
+                return True
+            return False
         limit = self.prompt_limit.chars
         if name == "llm_query_batched":
             prompts = call["prompts"]
@@ -278,6 +290,49 @@ class HostFunctions:
                 results[i] = result
         return [_answer(result) for result in results]
 
+    def llm_map(self, instruction: str, items: list[str] | None = None,
+                chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[Any]:
+        """``instruction`` asked about each item at once (as ``llm_query_batched``), answers parsed.
+
+        The map half of map-reduce for a small model: meaning goes to the sub-calls, counting and
+        combining stay in code. Without ``items`` the items are consecutive chunks of the host's
+        own copy of ``context`` (cut at line or sentence ends, each record in one chunk), so the
+        context never crosses back through the REPL.
+
+        Args:
+            instruction: what to ask about each item; each prompt is the instruction, then the item.
+            items: the texts to ask about; default: ``context`` in chunks of ``chunk_chars``.
+            chunk_chars: the most characters in one chunk of ``context``.
+
+        Returns:
+            One answer per item, in order, parsed: a whole number or decimal as a number, yes/no
+            and true/false as a bool, a JSON list or object as such, anything else as stripped
+            text; a failed item is ``"ERROR: <type>: <message>"``.
+
+        Raises:
+            TypeError, ValueError: the arguments are wrong, or there are no items and no text context.
+            BudgetExceeded: the wall-clock budget ran out (the whole cell stops).
+        """
+        self._check_map_args(instruction, items, chunk_chars)
+        if items is None:
+            documents = [self.context] if isinstance(self.context, str) else self.context
+            items = [doc[start:end] for doc in documents for start, end in chunk_spans(doc, chunk_chars)]
+        answers = self.llm_query_batched([f"{instruction}\n\nText:\n{item}" for item in items])
+        return [answer if answer.startswith(ERROR_PREFIX) else parse_answer(answer) for answer in answers]
+
+    def _check_map_args(self, instruction: Any, items: Any, chunk_chars: Any) -> None:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise TypeError("llm_map(instruction, items=None): instruction must be a non-empty str")
+        if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or \
+                not MIN_CHUNK_CHARS <= chunk_chars <= MAX_CHUNK_CHARS:
+            raise ValueError(f"llm_map: chunk_chars must be an int from {MIN_CHUNK_CHARS:,} to {MAX_CHUNK_CHARS:,}, "
+                             f"got {chunk_chars!r}")
+        if items is None and self.context is None:
+            raise ValueError("llm_map(instruction) maps over `context`, and this REPL has no text `context`; "
+                             "pass items=[...] (a list of str)")
+        if items is not None and (not isinstance(items, list) or any(not isinstance(item, str) for item in items)):
+            raise TypeError("llm_map(instruction, items): items must be a list of str")
+
     def rlm_query(self, prompt: str, context: str | None = None) -> str:
         """A child RLM one level deeper answers ``prompt`` over ``context``.
 
@@ -343,6 +398,28 @@ class HostFunctions:
             top=preview(hits[0]["text"]) if hits else None, built_index=not built,
             seconds=round(time.monotonic() - began, 4))
         return hits
+
+
+def parse_answer(text: str) -> Any:
+    """A sub-model's short answer as a value: ``"42."`` -> 42, ``"Yes"`` -> True, ``'["a"]'`` -> ["a"];
+    anything else is the text, stripped of spaces, quotes and a final period."""
+    plain = text.strip()
+    if plain[:1] in ("[", "{"):
+        try:
+            return json.loads(plain)
+        except ValueError:
+            pass
+    word = plain.rstrip(".").strip().strip("`\"'").strip()
+    if word.lower() in ("yes", "true"):
+        return True
+    if word.lower() in ("no", "false"):
+        return False
+    number = word.replace(",", "")
+    if re.fullmatch(r"[-+]?\d+", number):
+        return int(number)
+    if re.fullmatch(r"[-+]?\d*\.\d+", number):
+        return float(number)
+    return word
 
 
 def _answer(result: Any) -> str:

@@ -54,6 +54,11 @@ def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, 
               f"- `search(query, k=5)` -> list[dict]: the k passages of `{searched}` that best match the words in "
               f"`query`, best first: {{'offset', 'text', 'score'}} (and 'doc' if `{searched}` is a list). Slice "
               f"`{searched}` at an offset to read around a hit.\n")
+    mapping = ("" if "llm_map" in tools or searched is None else
+               f"- `llm_map(instruction, items=None)` -> list: asks `instruction` about each item at once (default: "
+               f"consecutive chunks of `{searched}`); the answers come back parsed (numbers, yes/no as True/False). "
+               f"Count and combine them in code, e.g. `sum(llm_map('How many records here are about refunds? "
+               f"Answer with one number.'))`.\n")
     user_tools = f"Other functions you can call:\n{describe_tools(tools)}\n" if tools else ""
     return f"""The REPL gives you:
 - `context`: the data to work on (described in the query message). Never print all of it.
@@ -61,7 +66,7 @@ def repl_guide(*, max_output_chars: int, can_recurse: bool, tools: Mapping[str, 
 `context`). Keep each prompt to a few thousand characters.
 - `llm_query_batched(prompts)` -> list[str]: many `llm_query` calls at once, answers in the same order. \
 Prefer it to a loop of `llm_query`.
-{recursion}{search}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
+{recursion}{search}{mapping}- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the variable called `name`.
 - `print(...)`: output longer than {max_output_chars:,} characters is cut in the middle; print summaries \
 and slices.
 {user_tools}{sandbox_rules() if rules is None else rules}"""

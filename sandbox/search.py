@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import bm25s
 import numpy as np
 
+from sandbox.chunks import cut_point
 from sandbox.context import Context
 
 PASSAGE_CHARS = 800
@@ -33,7 +34,6 @@ DEFAULT_K = 5
 MAX_K = 50
 MAX_QUERY_CHARS = 10_000
 STOPWORDS = "en"
-_SENTENCE_ENDS = (". ", "? ", "! ", "; ", "\u3002")
 
 
 class Span(NamedTuple):
@@ -42,19 +42,6 @@ class Span(NamedTuple):
     doc: int | None
     start: int
     end: int
-
-
-def _cut(text: str, lo: int, hi: int, default: int) -> int:
-    """The best place in ``[lo, hi]`` to start a new piece of ``text``: after the last line end
-    there, else after the last sentence end, else after the last space, else ``default``."""
-    newline = text.rfind("\n", lo, hi)
-    if newline >= 0:
-        return newline + 1
-    sentence = max((i + len(mark) for mark in _SENTENCE_ENDS if (i := text.rfind(mark, lo, hi)) >= 0), default=-1)
-    if sentence >= 0:
-        return sentence
-    space = max(text.rfind(" ", lo, hi), text.rfind("\t", lo, hi))
-    return space + 1 if space >= 0 else default
 
 
 def passage_spans(text: str) -> list[tuple[int, int]]:
@@ -74,11 +61,11 @@ def passage_spans(text: str) -> list[tuple[int, int]]:
     size, overlap = PASSAGE_CHARS, OVERLAP_CHARS
     spans, start, n = [], 0, len(text)
     while start < n:
-        end = n if n - start <= size else _cut(text, start + size // 2, start + size, start + size)
+        end = n if n - start <= size else cut_point(text, start + size // 2, start + size, start + size)
         spans.append((start, end))
         if end == n:
             break
-        start = _cut(text, end - overlap, end - overlap // 2, end - overlap)
+        start = cut_point(text, end - overlap, end - overlap // 2, end - overlap)
     return spans
 
 

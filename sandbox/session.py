@@ -26,7 +26,7 @@ from sandbox.trajectory import Trajectory, preview
 
 HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
 # Host functions that give way to a user tool or an input variable of the same name (a user's own `search` stays).
-OPTIONAL_HOST_FUNCTIONS = ("search",)
+OPTIONAL_HOST_FUNCTIONS = ("search", "llm_map")
 # Every name an RLM's REPL defines itself: no tool or input variable may take one.
 REPL_NAMES = frozenset({*HOST_FUNCTIONS, *RESERVED_NAMES})
 
