@@ -11,14 +11,19 @@ from sandbox.guards import ALLOWED_MODULES
 _EXAMPLE = '''Example of the exchange:
 
 user: Query: When did the Acme merger close?
-`context` is a str of 912,331 characters (20,000 lines).
-assistant: I will search the lines for a name from the query, in lower case.
+`context` is a str of 912,331 characters (1 line).
+assistant: I will split the context into sentences, which works whatever its line breaks are, check that \
+the split worked, and search the pieces for a name from the query, in lower case.
 ```repl
-hits = [line for line in context.split("\\n") if "acme" in line.lower()]
+import re
+pieces = re.split(r"(?<=[.!?])\\s+|\\n+", context)
+print(len(pieces), max(len(p) for p in pieces))
+hits = [p for p in pieces if "acme" in p.lower()]
 print(len(hits))
 print(hits[:5])
 ```
 user: REPL output:
+20412 388
 3
 ['Acme and Bolt agreed to a merger in May.', 'The Acme merger closed on 2 June 2024.', 'Acme hired staff.']
 assistant: The answer is in the hits; I ask llm_query to read them and finish.
@@ -76,7 +81,9 @@ def root_system_prompt(*, max_output_chars: int, can_recurse: bool,
 
 Reply with a short thought and one ```repl code block. You will see what it printed. Repeat until you \
 know the answer, then call FINAL(answer) in a code block. Write FINAL only after you have seen the output \
-that supports it.
+that supports it. Check the shape of what you split before you rely on it: one piece, or pieces of many \
+thousand characters, mean the split did not work; split another way, e.g. into chunks \
+`[context[i:i + 20000] for i in range(0, len(context), 20000)]`.
 
 {repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
 
