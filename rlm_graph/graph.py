@@ -33,10 +33,11 @@ from sandbox.budget import Budget, BudgetExceeded
 from sandbox.context import Context, check_context, describe_context
 from sandbox.evaluator import Evaluator, as_evaluator
 from sandbox.lm import LMClient, drop_oldest_exchange, is_context_window_error, metered_completion
-from sandbox.parsing import parse_reply
-from sandbox.prompts import output_message, query_message, root_system_prompt
+from sandbox.parsing import Action, parse_reply
+from sandbox.prompts import output_message, query_message, repeated_failure_note, root_system_prompt
 from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.replay import CallLog
+from sandbox.repl import CellResult
 from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
 from sandbox.trajectory import Trajectory, preview
 
@@ -79,6 +80,7 @@ class RLMState(TypedDict, total=False):
     call_log: list[dict[str, Any]]
     iteration: int
     pending_code: list[str] | None
+    failed_cell: dict[str, Any] | None
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
@@ -267,7 +269,8 @@ class _Engine:
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
                            "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
-                           "pending_code": None, "candidate": None, "refinement": RefinementState().to_dict(),
+                           "pending_code": None, "failed_cell": None, "candidate": None,
+                           "refinement": RefinementState().to_dict(),
                            "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
         context = self.context_store.get(ref)
@@ -308,14 +311,15 @@ class _Engine:
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens,
                                   seconds=round(time.monotonic() - began, 4))
-        action = parse_reply(completion.text)
+        action = parse_reply(completion.text, max_blocks=None)
         messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
         if action.code:
             goto = "review_code" if self.review == "code" and state.get("depth", 0) == 0 else "execute"
             return Command(update=self._progress(runtime, **update, pending_code=list(action.code)), goto=goto)
-        if action.final_var is not None:
-            code = [f"FINAL_VAR({action.final_var!r})"]
+        final_var = action.final if _names_a_variable(runtime, action) else action.final_var
+        if final_var is not None:
+            code = [f"FINAL_VAR({final_var!r})"]
             return Command(update=self._progress(runtime, **update, pending_code=code), goto="execute")
         if action.final is not None:
             update["candidate"] = {"answer": action.final}
@@ -336,11 +340,25 @@ class _Engine:
                                "messages": [*state["messages"], {"role": "user", "content": note}]}, goto="root_lm")
 
     def execute(self, state: RLMState) -> Command:
+        """Run the pending blocks in order, until one calls FINAL, fails or hits the budget."""
         runtime = self._runtime(state)
         code_log, outputs, candidate = list(state["code_log"]), [], None
-        for code in state["pending_code"] or []:
+        failed_cell = state.get("failed_cell")
+        blocks = state["pending_code"] or []
+        for number, code in enumerate(blocks, 1):
             result = runtime.session.run_cell(code, iteration=state["iteration"])
-            outputs.append(format_cell(result))
+            failed_cell = _failure_streak(failed_cell, code, result)
+            output = format_cell(result)
+            if failed_cell is not None and failed_cell["count"] > 1:
+                output += "\n" + repeated_failure_note(failed_cell["count"])
+                runtime.trajectory.record("note", iteration=state["iteration"],
+                                          message=f"the same failing cell ran {failed_cell['count']} times in a row")
+            if len(blocks) > 1:
+                output = f"[block {number} of {len(blocks)}]\n{output}"
+                if result.error is not None and number < len(blocks):
+                    output += (f"\nBlock {number} failed, so the {len(blocks) - number} block(s) after it "
+                               "were not run.")
+            outputs.append(output)
             if result.restarted:
                 code_log = []  # the worker was replaced: nothing before this cell survives to replay
                 runtime.session.call_log.entries.clear()
@@ -349,13 +367,15 @@ class _Engine:
             if result.limit == "budget":
                 exc = BudgetExceeded(result.stopped_by, result.error or "budget exhausted", runtime.budget.spent())
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
-                                         call_log=list(runtime.session.call_log.entries))
+                                         call_log=list(runtime.session.call_log.entries), failed_cell=failed_cell)
             if result.has_final:
                 candidate = {"answer": result.final}
                 break
+            if result.error is not None:
+                break
         messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
         update = {"messages": messages, "code_log": code_log, "call_log": list(runtime.session.call_log.entries),
-                  "pending_code": None, "candidate": candidate}
+                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell}
         goto = self._after_candidate(state) if candidate is not None else "root_lm"
         return Command(update=self._progress(runtime, **update), goto=goto)
 
@@ -405,6 +425,26 @@ class _Engine:
             update.update(usage=runtime.budget.spent(), trajectory=runtime.trajectory.to_dict())
             runtime.close()
         return update
+
+
+def _names_a_variable(runtime: _Runtime, action: Action) -> bool:
+    """Whether a text ``FINAL(x)`` names a variable of the REPL (then ``x`` is its value, not the word)."""
+    return action.final_is_name and action.final in runtime.session.sandbox.variables()
+
+
+def _failure_streak(streak: dict[str, Any] | None, code: str, result: CellResult) -> dict[str, Any] | None:
+    """How many times in a row the same code has failed, after ``result``; ``None`` after a success."""
+    if result.error is None or result.has_final:
+        return None
+    key = _code_key(code)
+    if streak is not None and streak["code"] == key:
+        return {"code": key, "count": streak["count"] + 1}
+    return {"code": key, "count": 1}
+
+
+def _code_key(code: str) -> str:
+    """``code`` without the differences that do not change what it does: blank lines, trailing spaces."""
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
 
 
 def _review_decision(decision: Any, *, edit_key: str) -> tuple[str, Any]:

@@ -83,7 +83,8 @@ Reply with a short thought and one ```repl code block. You will see what it prin
 know the answer, then call FINAL(answer) in a code block. Write FINAL only after you have seen the output \
 that supports it. Check the shape of what you split before you rely on it: one piece, or pieces of many \
 thousand characters, mean the split did not work; split another way, e.g. into chunks \
-`[context[i:i + 20000] for i in range(0, len(context), 20000)]`.
+`[context[i:i + 20000] for i in range(0, len(context), 20000)]`. When a cell fails, change the code; the \
+same code fails the same way again.
 
 {repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
 
@@ -97,3 +98,10 @@ def query_message(query: str, context_description: str) -> str:
 def output_message(outputs: list[str]) -> str:
     body = "\n\n".join(outputs) if outputs else "(the code printed nothing)"
     return f"REPL output:\n{body}\n\nContinue with one ```repl block, or call FINAL(answer) if you are done."
+
+
+def repeated_failure_note(count: int) -> str:
+    """What follows the error of a cell that failed ``count`` times in a row with the same code."""
+    return (f"This is the same code that already failed; it has now failed {count} times in a row. Running "
+            "it again will fail again: read the error, then change the code or take another approach.")
+
