@@ -105,3 +105,25 @@ def repeated_failure_note(count: int) -> str:
     return (f"This is the same code that already failed; it has now failed {count} times in a row. Running "
             "it again will fail again: read the error, then change the code or take another approach.")
 
+
+EXTRACT_SYSTEM_PROMPT = "You answer questions from notes."
+
+
+def extract_request(query: str, notes: list[str], stopped_by: str) -> str:
+    """The one request of a run that stopped without an answer: the query and what the REPL said.
+
+    A digest, not the conversation: in the conversation small models go on writing code, or
+    repeat the request back.
+
+    Args:
+        query: the run's query.
+        notes: what the REPL (and reviewers, evaluators, parse errors) told the root LM, oldest first.
+        stopped_by: the limit the run stopped at.
+
+    Returns:
+        The user message to send.
+    """
+    body = "\n---\n".join(notes) if notes else "(nothing was printed)"
+    return (f"Query: {query}\n\nNotes (what a program printed while it worked on the query, until it stopped "
+            f"at {stopped_by}):\n{body}\n\nAnswer the query from the notes, in one or two sentences. If the "
+            "notes do not show the answer, say that it was not found.")
