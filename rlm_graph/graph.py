@@ -2,7 +2,9 @@
 
 Nodes: ``prepare`` → ``root_lm`` → (``review_code``) → ``execute`` → back to
 ``root_lm``, until a candidate answer goes through (``review_final``) and
-(``evaluate``) to ``finalize``. Every super-step is a checkpoint. The live REPL
+(``evaluate``) to ``finalize``. A run that stops at a cap without an answer goes
+through ``extract`` first: one LM call, held from the start, answers from the query
+and what the cells printed. Every super-step is a checkpoint. The live REPL
 is never checkpointed: it sits in an ``UntrackedValue`` channel and, after a
 resume (an interrupt, or a new process), is rebuilt by replaying ``code_log``
 with host-function answers served from ``call_log``. The context itself is kept
@@ -29,14 +31,28 @@ from langgraph.types import Command, interrupt
 from rlm_graph.chat_model import as_client
 from rlm_graph.context_store import ContextStore, FileContextStore, MemoryContextStore
 from sandbox.aio import AsyncRunner
-from sandbox.budget import Budget, BudgetExceeded
+from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.context import Context, check_context, describe_context
 from sandbox.evaluator import Evaluator, as_evaluator
-from sandbox.lm import LMClient, drop_oldest_exchange, is_context_window_error, metered_completion
-from sandbox.parsing import parse_reply
-from sandbox.prompts import output_message, query_message, root_system_prompt
+from sandbox.lm import (
+    LMClient,
+    drop_oldest_exchange,
+    estimate_prompt_tokens,
+    is_context_window_error,
+    metered_completion,
+)
+from sandbox.parsing import Action, parse_reply, without_code_blocks
+from sandbox.prompts import (
+    EXTRACT_SYSTEM_PROMPT,
+    extract_request,
+    output_message,
+    query_message,
+    repeated_failure_note,
+    root_system_prompt,
+)
 from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.replay import CallLog
+from sandbox.repl import CellResult
 from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
 from sandbox.trajectory import Trajectory, preview
 
@@ -79,6 +95,7 @@ class RLMState(TypedDict, total=False):
     call_log: list[dict[str, Any]]
     iteration: int
     pending_code: list[str] | None
+    failed_cell: dict[str, Any] | None
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
@@ -101,6 +118,18 @@ class _Runtime:
     owns_runner: bool
     writer: Callable[[Any], None] | None = None
     closed: bool = field(default=False)
+    extract_hold: Reservation | None = None  # the call kept for `extract`, until it runs or the run ends
+
+    def usage(self) -> dict[str, Any]:
+        """What the run has spent, not counting the call held for ``extract`` (a resume holds it anew)."""
+        spent = self.budget.spent()
+        if self.extract_hold is not None:
+            spent["llm_calls"] -= 1
+        return spent
+
+    def take_extract_hold(self) -> Reservation | None:
+        held, self.extract_hold = self.extract_hold, None
+        return held
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.writer is not None:
@@ -109,6 +138,9 @@ class _Runtime:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            held = self.take_extract_hold()
+            if held is not None:
+                self.budget.cancel(held, dispatched=False)
             self.session.close()
             if self.owns_runner:
                 self.runner.close()
@@ -195,11 +227,16 @@ class _Engine:
         session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory,
                           runner=runner, depth=depth, tools=self.tools, run_child=run_child,
                           call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
-        runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer())
+        runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer(),
+                           extract_hold=hold_last_call(budget))
         if parent is None:
             trajectory.subscribe(runtime.emit)
         if replay:
-            session.replay(state.get("code_log") or [])
+            try:
+                session.replay(state.get("code_log") or [])
+            except BaseException:
+                runtime.close()
+                raise
         return runtime
 
     def _runtime(self, state: RLMState) -> _Runtime:
@@ -222,14 +259,15 @@ class _Engine:
 
     @staticmethod
     def _progress(runtime: _Runtime, **update: Any) -> dict[str, Any]:
-        return {"usage": runtime.budget.spent(), "trajectory": runtime.trajectory.to_dict(), "runtime": runtime,
+        return {"usage": runtime.usage(), "trajectory": runtime.trajectory.to_dict(), "runtime": runtime,
                 **update}
 
     def _stop(self, runtime: _Runtime, state: RLMState, reason: str, **update: Any) -> Command:
         refinement = RefinementState.from_dict(update.get("refinement") or state.get("refinement"))
         candidate = update.get("candidate", state.get("candidate")) or {}
         answer = refinement.best_answer if refinement.best_score is not None else candidate.get("answer")
-        return Command(update=self._progress(runtime, **update, answer=answer, stop_reason=reason), goto="finalize")
+        goto = "extract" if answer is None and reason != "context_window" else "finalize"
+        return Command(update=self._progress(runtime, **update, answer=answer, stop_reason=reason), goto=goto)
 
     def _budget_stop(self, runtime: _Runtime, state: RLMState, exc: BudgetExceeded, **update: Any) -> Command:
         runtime.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
@@ -267,7 +305,8 @@ class _Engine:
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
                            "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
-                           "pending_code": None, "candidate": None, "refinement": RefinementState().to_dict(),
+                           "pending_code": None, "failed_cell": None, "candidate": None,
+                           "refinement": RefinementState().to_dict(),
                            "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
         context = self.context_store.get(ref)
@@ -308,14 +347,15 @@ class _Engine:
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens,
                                   seconds=round(time.monotonic() - began, 4))
-        action = parse_reply(completion.text)
+        action = parse_reply(completion.text, max_blocks=None)
         messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
         if action.code:
             goto = "review_code" if self.review == "code" and state.get("depth", 0) == 0 else "execute"
             return Command(update=self._progress(runtime, **update, pending_code=list(action.code)), goto=goto)
-        if action.final_var is not None:
-            code = [f"FINAL_VAR({action.final_var!r})"]
+        final_var = action.final if _names_a_variable(runtime, action) else action.final_var
+        if final_var is not None:
+            code = [f"FINAL_VAR({final_var!r})"]
             return Command(update=self._progress(runtime, **update, pending_code=code), goto="execute")
         if action.final is not None:
             update["candidate"] = {"answer": action.final}
@@ -336,11 +376,25 @@ class _Engine:
                                "messages": [*state["messages"], {"role": "user", "content": note}]}, goto="root_lm")
 
     def execute(self, state: RLMState) -> Command:
+        """Run the pending blocks in order, until one calls FINAL, fails or hits the budget."""
         runtime = self._runtime(state)
         code_log, outputs, candidate = list(state["code_log"]), [], None
-        for code in state["pending_code"] or []:
+        failed_cell = state.get("failed_cell")
+        blocks = state["pending_code"] or []
+        for number, code in enumerate(blocks, 1):
             result = runtime.session.run_cell(code, iteration=state["iteration"])
-            outputs.append(format_cell(result))
+            failed_cell = _failure_streak(failed_cell, code, result)
+            output = format_cell(result)
+            if failed_cell is not None and failed_cell["count"] > 1:
+                output += "\n" + repeated_failure_note(failed_cell["count"])
+                runtime.trajectory.record("note", iteration=state["iteration"],
+                                          message=f"the same failing cell ran {failed_cell['count']} times in a row")
+            if len(blocks) > 1:
+                output = f"[block {number} of {len(blocks)}]\n{output}"
+                if result.error is not None and number < len(blocks):
+                    output += (f"\nBlock {number} failed, so the {len(blocks) - number} block(s) after it "
+                               "were not run.")
+            outputs.append(output)
             if result.restarted:
                 code_log = []  # the worker was replaced: nothing before this cell survives to replay
                 runtime.session.call_log.entries.clear()
@@ -348,14 +402,18 @@ class _Engine:
                 code_log.append(code)
             if result.limit == "budget":
                 exc = BudgetExceeded(result.stopped_by, result.error or "budget exhausted", runtime.budget.spent())
+                messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
-                                         call_log=list(runtime.session.call_log.entries))
+                                         call_log=list(runtime.session.call_log.entries), messages=messages,
+                                         failed_cell=failed_cell)
             if result.has_final:
                 candidate = {"answer": result.final}
                 break
+            if result.error is not None:
+                break
         messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
         update = {"messages": messages, "code_log": code_log, "call_log": list(runtime.session.call_log.entries),
-                  "pending_code": None, "candidate": candidate}
+                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell}
         goto = self._after_candidate(state) if candidate is not None else "root_lm"
         return Command(update=self._progress(runtime, **update), goto=goto)
 
@@ -389,6 +447,55 @@ class _Engine:
         return Command(update=self._progress(runtime, answer=verdict.answer, stop_reason=verdict.reason,
                                              refinement=verdict.state.to_dict()), goto="finalize")
 
+    def extract(self, state: RLMState) -> Command:
+        """The answer of a run stopped at a cap: one LM call (the one held from the start) reads
+        the query and what the REPL printed, and answers in plain text."""
+        runtime = self._runtime(state)
+        reason = state["stop_reason"]
+        held = runtime.take_extract_hold()
+        notes = [m["content"] for m in state["messages"][2:] if m["role"] == "user"]
+        messages = _extract_messages(state["query"], notes, reason)
+        while notes and held is not None and held.tokens and \
+                estimate_prompt_tokens(messages) + self.root_max_tokens > held.tokens:
+            notes = notes[1:]  # the oldest first: the latest outputs are the likeliest to hold the answer
+            messages = _extract_messages(state["query"], notes, reason)
+        try:
+            began = time.monotonic()
+            completion = runtime.runner.run(metered_completion(self.root, messages, budget=runtime.budget,
+                                                               max_tokens=self.root_max_tokens, held=held))
+        except BudgetExceeded as exc:
+            runtime.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
+            return Command(update=self._progress(runtime), goto="finalize")
+        except Exception as exc:
+            if not is_context_window_error(exc):
+                raise
+            runtime.trajectory.record("note", message="extract skipped: its prompt was longer than the model's window")
+            return Command(update=self._progress(runtime), goto="finalize")
+        runtime.trajectory.record("lm_call", iteration=state["iteration"], step="extract",
+                                  reply=preview(completion.text), prompt_tokens=completion.prompt_tokens,
+                                  completion_tokens=completion.completion_tokens,
+                                  seconds=round(time.monotonic() - began, 4))
+        answer = self._extracted_answer(runtime, completion.text, iteration=state["iteration"])
+        if answer is None:
+            runtime.trajectory.record("note", message="extract gave no answer: its reply was code, or empty")
+        return Command(update=self._progress(runtime, answer=answer), goto="finalize")
+
+    @staticmethod
+    def _extracted_answer(runtime: _Runtime, text: str, *, iteration: int) -> Any:
+        """The answer in an extract reply: a FINAL/FINAL_VAR line (names read from the REPL), else the
+        reply's text; ``None`` for a reply that is code (nothing runs any more) or empty."""
+        action = parse_reply(text)
+        if action.code:
+            return None
+        name = action.final if _names_a_variable(runtime, action) else action.final_var
+        if name is not None:
+            result = runtime.session.run_cell(f"FINAL_VAR({name!r})", iteration=iteration)
+            if result.has_final:
+                return result.final
+        if action.final is not None:
+            return action.final
+        return without_code_blocks(text).strip() or None
+
     def finalize(self, state: RLMState) -> dict[str, Any]:
         runtime = state.get("runtime")
         answer = state.get("answer")
@@ -402,9 +509,35 @@ class _Engine:
                 runtime.writer = _stream_writer()
             runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
                                       stop_reason=reason, iteration=state.get("iteration", 0))
+            runtime.close()  # first: it gives back the call held for `extract`, if unused
             update.update(usage=runtime.budget.spent(), trajectory=runtime.trajectory.to_dict())
-            runtime.close()
         return update
+
+
+def _names_a_variable(runtime: _Runtime, action: Action) -> bool:
+    """Whether a text ``FINAL(x)`` names a variable of the REPL (then ``x`` is its value, not the word)."""
+    return action.final_is_name and action.final in runtime.session.sandbox.variables()
+
+
+def _failure_streak(streak: dict[str, Any] | None, code: str, result: CellResult) -> dict[str, Any] | None:
+    """How many times in a row the same code has failed, after ``result``; ``None`` after a success."""
+    if result.error is None or result.has_final:
+        return None
+    key = _code_key(code)
+    if streak is not None and streak["code"] == key:
+        return {"code": key, "count": streak["count"] + 1}
+    return {"code": key, "count": 1}
+
+
+def _code_key(code: str) -> str:
+    """``code`` without the differences that do not change what it does: blank lines, trailing spaces."""
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+
+
+def _extract_messages(query: str, notes: list[str], stopped_by: str) -> list[dict[str, str]]:
+    """The chat ``extract`` sends: its own system prompt, then the query with ``notes``."""
+    return [{"role": "system", "content": EXTRACT_SYSTEM_PROMPT},
+            {"role": "user", "content": extract_request(query, notes, stopped_by)}]
 
 
 def _review_decision(decision: Any, *, edit_key: str) -> tuple[str, Any]:
@@ -479,9 +612,11 @@ def create_rlm_graph(
                      root_max_tokens=root_max_tokens, options=sandbox_options, context_store=context_store)
     builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
     nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
-                                                  "root_lm"),
-             "review_code": ("execute", "root_lm"), "execute": ("root_lm", "review_final", "evaluate", "finalize"),
-             "review_final": ("evaluate", "finalize", "root_lm"), "evaluate": ("root_lm", "finalize")}
+                                                  "extract", "root_lm"),
+             "review_code": ("execute", "root_lm"),
+             "execute": ("root_lm", "review_final", "evaluate", "finalize", "extract"),
+             "review_final": ("evaluate", "finalize", "root_lm"), "evaluate": ("root_lm", "finalize"),
+             "extract": ("finalize",)}
     for node, destinations in nodes.items():
         builder.add_node(node, engine._guarded(getattr(engine, node)), destinations=destinations)
     builder.add_node("finalize", engine.finalize)

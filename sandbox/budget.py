@@ -198,3 +198,26 @@ class Budget:
 
     def allows_depth(self, depth: int) -> bool:
         return depth <= self.max_depth
+
+
+LAST_CALL_HOLD_TOKENS = 32_000  # the most tokens held for a run's last call (when there is a token cap)
+
+
+def hold_last_call(budget: Budget) -> Reservation | None:
+    """Hold one LM call (and a fifth of the token cap, at most ``LAST_CALL_HOLD_TOKENS``) for the
+    answer a run gives when it stops without one, so that call never passes the caps.
+
+    Args:
+        budget: the run's ledger.
+
+    Returns:
+        The reservation, or ``None`` when the caps leave no room for it beside one more call
+        (``max_llm_calls`` within one call of being used up, or a cap already reached).
+    """
+    if budget.max_llm_calls is not None and budget.max_llm_calls - budget.llm_calls < 2:
+        return None
+    tokens = 0 if budget.max_tokens is None else min(LAST_CALL_HOLD_TOKENS, budget.max_tokens // 5)
+    try:
+        return budget.reserve_call(tokens=tokens)
+    except BudgetExceeded:
+        return None

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from sandbox.budget import Budget, BudgetExceeded
+from sandbox.budget import Budget, BudgetExceeded, Reservation
 
 Messages = list[dict[str, str]]
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
@@ -116,16 +116,43 @@ def check_messages(messages: Any) -> Messages:
     return messages
 
 
-async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget, max_tokens: int) -> Completion:
-    """Call ``lm`` under ``budget``: reserve, dispatch with the wall-clock deadline, commit.
+async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget, max_tokens: int,
+                             held: Reservation | None = None) -> Completion:
+    """Call ``lm`` under ``budget``: reserve (or draw on ``held``), dispatch with the wall-clock
+    deadline, commit.
 
-    Raises :class:`BudgetExceeded` before dispatch when a cap would be crossed, and
-    when the wall-clock cap runs out while the call is pending (the call is cancelled).
+    Args:
+        lm: the model.
+        messages: the chat.
+        budget: the ledger the call counts against.
+        max_tokens: the most tokens the reply may have.
+        held: a call reserved earlier for this one (see :func:`~sandbox.budget.hold_last_call`);
+            this function settles it in every case (commits it, or cancels it).
+
+    Returns:
+        The model's answer and what it cost.
+
+    Raises:
+        BudgetExceeded: before dispatch when a cap would be crossed (or the call does not fit
+            in ``held``), and when the wall-clock cap runs out while the call is pending (the
+            call is cancelled).
     """
     check_messages(messages)
     prompt_bound = estimate_prompt_tokens(messages)
-    reservation = budget.reserve_call(tokens=prompt_bound + max_tokens,
-                                      cost_usd=estimate_cost(lm, prompt_bound, max_tokens))
+    if held is None:
+        reservation = budget.reserve_call(tokens=prompt_bound + max_tokens,
+                                          cost_usd=estimate_cost(lm, prompt_bound, max_tokens))
+    else:
+        reservation = held
+        try:
+            if held.tokens and prompt_bound + max_tokens > held.tokens:
+                raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need "
+                                                   f"{prompt_bound + max_tokens} tokens, {held.tokens} are held "
+                                                   "for it", budget.spent())
+            budget.check_time()
+        except BudgetExceeded:
+            budget.cancel(held, dispatched=False)
+            raise
     try:
         completion = await asyncio.wait_for(lm.acomplete(messages, max_tokens=max_tokens),
                                             timeout=budget.seconds_left())

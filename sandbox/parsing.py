@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -12,42 +13,66 @@ _FINAL_TEXT = re.compile(r"^[ \t]*FINAL(_VAR)?\((.*)\)[ \t]*$", re.MULTILINE | r
 
 @dataclass(frozen=True)
 class Action:
-    """What a reply asks for: ``code`` to run, or a ``final`` answer, or a ``problem`` to report back."""
+    """What a reply asks for: ``code`` to run, or a ``final`` answer, or a ``problem`` to report back.
+
+    ``final_is_name`` marks a ``FINAL(x)`` written as text with ``x`` unquoted and a Python
+    identifier: ``x`` may be the name of a REPL variable rather than the answer itself.
+    """
 
     code: tuple[str, ...] = ()
     final: str | None = None
     final_var: str | None = None
     problem: str | None = None
-    kept_text: str | None = None  # the reply up to the end of the block that runs: what history should keep
+    kept_text: str | None = None  # the reply up to the end of the last block that runs: what history should keep
+    final_is_name: bool = False
 
 
-def parse_reply(text: str) -> Action:
-    """The first code block tagged repl/python (or untagged) is run; without code, a line
-    ``FINAL(...)`` or ``FINAL_VAR(name)`` outside any block is the answer."""
+def parse_reply(text: str, *, max_blocks: int | None = 1) -> Action:
+    """What a root LM reply asks for: its code blocks, else a final answer written as text.
+
+    Code blocks are those tagged repl/python (or untagged). Without code, a line ``FINAL(...)``
+    or ``FINAL_VAR(name)`` outside any block is the answer.
+
+    Args:
+        text: the reply.
+        max_blocks: how many code blocks to return, in order (``None``: all of them).
+
+    Returns:
+        The action; ``kept_text`` is the reply up to the end of the last block returned.
+
+    Raises:
+        ValueError: ``max_blocks`` is not ``None`` or an integer >= 1.
+    """
+    if max_blocks is not None and (isinstance(max_blocks, bool) or not isinstance(max_blocks, int)
+                                   or max_blocks < 1):
+        raise ValueError(f"max_blocks must be None or an integer >= 1, got {max_blocks!r}")
     if not isinstance(text, str) or not text.strip():
         return Action(problem="Your reply was empty. Reply with a ```repl code block.")
     blocks = [(match.group(1).lower(), match.group(2), match.end()) for match in _FENCE.finditer(text)]
-    runnable = [(body, end) for tag, body, end in blocks if tag in CODE_TAGS and body.strip()]
+    runnable = [(body, end) for tag, body, end in blocks if tag in CODE_TAGS and body.strip()][:max_blocks]
     if runnable:
-        # Only the first block runs, and only the reply up to it is kept: models (small ones
-        # especially) keep writing past it, inventing the REPL's output and more code.
-        body, end = runnable[0]
-        return Action(code=(body.strip("\n"),), kept_text=text[:end])
-    outside = _FENCE.sub("", text)
-    match = _FINAL_TEXT.search(outside)
+        # Only the reply up to the last block that runs is kept: models (small ones especially)
+        # keep writing past it, inventing the REPL's output and more code.
+        return Action(code=tuple(body.strip("\n") for body, _ in runnable), kept_text=text[:runnable[-1][1]])
+    match = _FINAL_TEXT.search(without_code_blocks(text))
     if match:
         value = match.group(2).strip()
         if match.group(1):
             return Action(final_var=value.strip("'\""))
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        return Action(final=value)
+            return Action(final=value[1:-1])
+        return Action(final=value, final_is_name=value.isidentifier() and not keyword.iskeyword(value))
     if blocks:
         tags = ", ".join(sorted({t or "untagged" for t, _, _ in blocks}))
         return Action(problem=f"Your code block was tagged {tags}; only ```repl or ```python blocks are "
                               "run. Put the code in such a block.")
     return Action(problem="Your reply had no ```repl code block and no FINAL(answer). "
                           "Write code in a ```repl block, or call FINAL(answer).")
+
+
+def without_code_blocks(text: str) -> str:
+    """``text`` with its fenced blocks (whatever their tag) cut out."""
+    return _FENCE.sub("", text)
 
 
 def code_from_field(value: object) -> Action:

@@ -11,14 +11,19 @@ from sandbox.guards import ALLOWED_MODULES
 _EXAMPLE = '''Example of the exchange:
 
 user: Query: When did the Acme merger close?
-`context` is a str of 912,331 characters (20,000 lines).
-assistant: I will search the lines for a name from the query, in lower case.
+`context` is a str of 912,331 characters (1 line).
+assistant: I will split the context into sentences, which works whatever its line breaks are, check that \
+the split worked, and search the pieces for a name from the query, in lower case.
 ```repl
-hits = [line for line in context.split("\\n") if "acme" in line.lower()]
+import re
+pieces = re.split(r"(?<=[.!?])\\s+|\\n+", context)
+print(len(pieces), max(len(p) for p in pieces))
+hits = [p for p in pieces if "acme" in p.lower()]
 print(len(hits))
 print(hits[:5])
 ```
 user: REPL output:
+20412 388
 3
 ['Acme and Bolt agreed to a merger in May.', 'The Acme merger closed on 2 June 2024.', 'Acme hired staff.']
 assistant: The answer is in the hits; I ask llm_query to read them and finish.
@@ -88,7 +93,10 @@ def root_system_prompt(*, max_output_chars: int, can_recurse: bool,
 
 Reply with a short thought and one ```repl code block. You will see what it printed. Repeat until you \
 know the answer, then call FINAL(answer) in a code block. Write FINAL only after you have seen the output \
-that supports it.
+that supports it. Check the shape of what you split before you rely on it: one piece, or pieces of many \
+thousand characters, mean the split did not work; split another way, e.g. into chunks \
+`[context[i:i + 20000] for i in range(0, len(context), 20000)]`. When a cell fails, change the code; the \
+same code fails the same way again.
 
 {repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
 
@@ -102,3 +110,32 @@ def query_message(query: str, context_description: str) -> str:
 def output_message(outputs: list[str]) -> str:
     body = "\n\n".join(outputs) if outputs else "(the code printed nothing)"
     return f"REPL output:\n{body}\n\nContinue with one ```repl block, or call FINAL(answer) if you are done."
+
+
+def repeated_failure_note(count: int) -> str:
+    """What follows the error of a cell that failed ``count`` times in a row with the same code."""
+    return (f"This is the same code that already failed; it has now failed {count} times in a row. Running "
+            "it again will fail again: read the error, then change the code or take another approach.")
+
+
+EXTRACT_SYSTEM_PROMPT = "You answer questions from notes."
+
+
+def extract_request(query: str, notes: list[str], stopped_by: str) -> str:
+    """The one request of a run that stopped without an answer: the query and what the REPL said.
+
+    A digest, not the conversation: in the conversation small models go on writing code, or
+    repeat the request back.
+
+    Args:
+        query: the run's query.
+        notes: what the REPL (and reviewers, evaluators, parse errors) told the root LM, oldest first.
+        stopped_by: the limit the run stopped at.
+
+    Returns:
+        The user message to send.
+    """
+    body = "\n---\n".join(notes) if notes else "(nothing was printed)"
+    return (f"Query: {query}\n\nNotes (what a program printed while it worked on the query, until it stopped "
+            f"at {stopped_by}):\n{body}\n\nAnswer the query from the notes, in one or two sentences. If the "
+            "notes do not show the answer, say that it was not found.")
