@@ -72,6 +72,10 @@ class CodeInterpreterREPL:
         """Pass ``value`` as ``name`` with every cell from now on (as ``dspy.RLM`` does)."""
         self._variables[name] = value
 
+    def variables(self) -> list[str]:
+        """The names this REPL passes with every cell (those the interpreter's code made are not known here)."""
+        return sorted(self._variables)
+
     def run_setup(self, code: str, variables: dict[str, Any]) -> None:
         """Run host-made setup ``code`` once, with ``variables`` for this call only (large payloads).
 

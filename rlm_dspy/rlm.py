@@ -41,7 +41,7 @@ from rlm_dspy.lm import (
 )
 from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
-from sandbox.budget import Budget, BudgetExceeded, Reservation
+from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
 from sandbox.grounding import GroundingCheck, reads_inputs
 from sandbox.lm import is_context_window_error
@@ -115,9 +115,9 @@ class _Run:
         self.rules = None if interpreter is None else _execution_instructions(interpreter, child_factory if owned else None)
         # No sub-LM configured is the cell's problem, not the run's: llm_query answers with the error.
         sub_lm = DSPyLMClient(module.sub_lm if module.sub_lm is not None else dspy.settings.lm)
-        # One call is held for `extract` from the start, so the run can always end with typed
-        # outputs without ever passing the budget's caps.
-        self.extract_hold = budget.reserve_call(tokens=_extract_hold_tokens(budget))
+        # One call is held for `extract` from the start (where the caps leave room for it), so the
+        # run can end with typed outputs without ever passing the budget's caps.
+        self.extract_hold = hold_last_call(budget)
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         self.searched = _searched_input(regular)
         try:
@@ -541,14 +541,15 @@ class RLM(dspy.Module):
         inputs = {"variables_info": variables, "repl_history": history}
         output_bound = (max_output_tokens(resolve_lm(self.extract.lm, "RLM's root predictors"))
                         if isinstance(self.extract, dspy.Predict) else None)  # another callable: no prompt to trim
-        while output_bound is not None and held.tokens and len(inputs["repl_history"]) and \
+        while output_bound is not None and held is not None and held.tokens and len(inputs["repl_history"]) and \
                 prompt_tokens_bound(self.extract, inputs) + output_bound > held.tokens:
             inputs["repl_history"] = REPLHistory(entries=list(inputs["repl_history"])[1:],
                                                  max_output_chars=self.max_output_chars)
         try:
             prediction = yield _Predict(self.extract, inputs, held)
         except BudgetExceeded as exc:
-            run.budget.cancel(held, dispatched=False)
+            if held is not None:
+                run.budget.cancel(held, dispatched=False)
             run.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
             prediction = None
         if isinstance(prediction, (_Unparsed, _TooLong)):
@@ -628,11 +629,6 @@ def _recoverable(exc: Exception) -> _Unparsed | _TooLong:
     if is_context_window_error(exc):
         return _TooLong()
     raise exc
-
-
-def _extract_hold_tokens(budget: Budget) -> int:
-    """Tokens to hold for `extract`: none without a token cap, else a fifth of the cap (at most 32k)."""
-    return 0 if budget.max_tokens is None else min(32_000, budget.max_tokens // 5)
 
 
 def _normalize_tools(tools: list[Callable[..., Any]] | None) -> dict[str, Tool]:

@@ -516,7 +516,7 @@ class _Engine:
 
 def _names_a_variable(runtime: _Runtime, action: Action) -> bool:
     """Whether a text ``FINAL(x)`` names a variable of the REPL (then ``x`` is its value, not the word)."""
-    return action.final_is_name and action.final in runtime.session.sandbox.variables()
+    return action.final_is_name and action.final in runtime.session.repl.variables()
 
 
 def _failure_streak(streak: dict[str, Any] | None, code: str, result: CellResult) -> dict[str, Any] | None:
