@@ -43,7 +43,7 @@ from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
-from sandbox.grounding import GroundingCheck, reads_inputs
+from sandbox.grounding import GroundingCheck, premature_answer, reads_inputs
 from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field, parse_reply
 from sandbox.prompts import repl_guide
@@ -448,6 +448,7 @@ class RLM(dspy.Module):
         # context); over inputs it saw whole, it may answer at once, as with dspy.RLM.
         unseen = [v.name for v in described if len(v.preview) < v.total_length]
         looked = not (unseen and self.look_before_answer)
+        touched = False  # whether a cell has read an unseen input yet: what cells print from then on counts
         grounding = GroundingCheck(run.inputs) if unseen and self.grounding else None
         refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
         for iteration in range(1, self.max_iters + 1):
@@ -498,7 +499,8 @@ class RLM(dspy.Module):
                                                                     run.budget.spent()))
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
-            read = bool(unseen) and reads_inputs(code, unseen) and result.error is None and bool(result.output.strip())
+            touched = touched or (bool(unseen) and reads_inputs(code, unseen))
+            read = touched and result.error is None and bool(result.output.strip())
             if read and grounding is not None:
                 grounding.add(result.output)
             if not result.has_final:
@@ -513,7 +515,7 @@ class RLM(dspy.Module):
             if not looked:
                 run.trajectory.record("note", iteration=iteration, message="SUBMIT before looking at the inputs")
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result)
-                                         + "\n" + _premature_submit(unseen))
+                                         + "\n" + premature_answer(unseen, finish="SUBMIT"))
                 looked = read
                 continue
             history = history.append(reasoning=reasoning, code=code, output=f"FINAL: {outputs}")
@@ -609,13 +611,6 @@ def _searched_input(inputs: dict[str, Any]) -> str | None:
         return "context"
     return max(texts, key=lambda name: sum(map(len, texts[name])) if isinstance(texts[name], list)
                else len(texts[name]), default=None)
-
-
-def _premature_submit(unseen: list[str]) -> str:
-    names = ", ".join(f"`{name}`" for name in unseen)
-    return (f"[Refused] SUBMIT came before you had seen any output read from {names}: you have not read it "
-            "yet. Print what it says about the question first (a search, or the lines around a keyword), read "
-            "the output, then SUBMIT in a later step.")
 
 
 def _answer_text(outputs: dict[str, Any]) -> str:

@@ -33,7 +33,8 @@ from rlm_graph.context_store import ContextStore, FileContextStore, MemoryContex
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.context import Context, check_context, describe_context
-from sandbox.evaluator import Evaluator, as_evaluator
+from sandbox.evaluator import Evaluation, Evaluator, as_evaluator
+from sandbox.grounding import SEEN_WHOLE_CHARS, GroundingCheck, premature_answer, reads_inputs
 from sandbox.lm import (
     LMClient,
     drop_oldest_exchange,
@@ -96,6 +97,9 @@ class RLMState(TypedDict, total=False):
     iteration: int
     pending_code: list[str] | None
     failed_cell: dict[str, Any] | None
+    context_chars: int
+    touched: bool  # whether a cell has read the context yet
+    looked: bool  # whether the model has seen output printed since (look before answering)
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
@@ -188,8 +192,9 @@ class _Engine:
     def __init__(self, *, root: LMClient, sub: LMClient, budget: Budget, evaluator: Evaluator | None,
                  max_refinements: int, min_gain: float, review: Review | None, tools: dict[str, Callable[..., Any]],
                  instructions: str | None, max_iterations: int, root_max_tokens: int, options: SandboxOptions,
-                 context_store: ContextStore):
+                 context_store: ContextStore, look_before_answer: bool, grounding: bool):
         self.root, self.sub = root, sub
+        self.look_before_answer, self.grounding = look_before_answer, grounding
         self.budget = budget
         self.evaluator = evaluator
         self.max_refinements, self.min_gain = max_refinements, min_gain
@@ -293,7 +298,12 @@ class _Engine:
     def _after_candidate(self, state: RLMState) -> str:
         if self.review == "final" and state.get("depth", 0) == 0:
             return "review_final"
-        return "evaluate" if self.evaluator is not None else "finalize"
+        return "evaluate" if self.evaluator is not None or self._grounded(state) else "finalize"
+
+    def _grounded(self, state: RLMState) -> bool:
+        """Whether answers are checked against what the run read (over a context longer than one a
+        model could have read whole)."""
+        return self.grounding and state.get("context_chars", 0) > SEEN_WHOLE_CHARS
 
     # -- nodes -----------------------------------------------------------------------
 
@@ -305,11 +315,13 @@ class _Engine:
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
                            "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
-                           "pending_code": None, "failed_cell": None, "candidate": None,
+                           "pending_code": None, "failed_cell": None, "candidate": None, "touched": False, "looked": True,
                            "refinement": RefinementState().to_dict(),
                            "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
         context = self.context_store.get(ref)
+        fresh["context_chars"] = len(context) if isinstance(context, str) else sum(map(len, context))
+        fresh["looked"] = not (self.look_before_answer and fresh["context_chars"] > SEEN_WHOLE_CHARS)
         runtime = self._open_runtime(fresh, replay=False, context=context)
         runtime.budget.start()
         system = root_system_prompt(max_output_chars=self.options.max_output_chars, tools=self.tools,
@@ -357,6 +369,10 @@ class _Engine:
         if final_var is not None:
             code = [f"FINAL_VAR({final_var!r})"]
             return Command(update=self._progress(runtime, **update, pending_code=code), goto="execute")
+        if action.final is not None and not state.get("looked", True):
+            runtime.trajectory.record("note", iteration=iteration, message="FINAL before looking at the context")
+            messages.append({"role": "user", "content": premature_answer(["context"], finish="FINAL")})
+            return Command(update=self._progress(runtime, **update), goto="root_lm")
         if action.final is not None:
             update["candidate"] = {"answer": action.final}
             return Command(update=self._progress(runtime, **update), goto=self._after_candidate(state))
@@ -370,7 +386,8 @@ class _Engine:
         if action == "approve":
             return Command(goto="execute")
         if action == "edit":
-            return Command(update={"pending_code": [value]}, goto="execute")
+            # The reviewer's own code is theirs to answer with: look-before-answering guards the model's.
+            return Command(update={"pending_code": [value], "looked": True}, goto="execute")
         note = f"A reviewer rejected that code: {value or 'no reason given'}. Write different code."
         return Command(update={"pending_code": None,
                                "messages": [*state["messages"], {"role": "user", "content": note}]}, goto="root_lm")
@@ -379,7 +396,7 @@ class _Engine:
         """Run the pending blocks in order, until one calls FINAL, fails or hits the budget."""
         runtime = self._runtime(state)
         code_log, outputs, candidate = list(state["code_log"]), [], None
-        failed_cell = state.get("failed_cell")
+        failed_cell, looked, touched = state.get("failed_cell"), state.get("looked", True), state.get("touched", True)
         blocks = state["pending_code"] or []
         for number, code in enumerate(blocks, 1):
             result = runtime.session.run_cell(code, iteration=state["iteration"])
@@ -406,14 +423,22 @@ class _Engine:
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
                                          call_log=list(runtime.session.call_log.entries), messages=messages,
                                          failed_cell=failed_cell)
+            if result.has_final and not state.get("looked", True):
+                # Look before answering: the model has seen nothing read from the context yet.
+                runtime.trajectory.record("note", iteration=state["iteration"],
+                                          message="FINAL before looking at the context")
+                outputs[-1] += "\n" + premature_answer(["context"], finish="FINAL")
+                break
             if result.has_final:
                 candidate = {"answer": result.final}
                 break
+            touched = touched or reads_inputs(code, ["context"])
+            looked = looked or (touched and result.error is None and bool(result.output.strip()))
             if result.error is not None:
                 break
         messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
         update = {"messages": messages, "code_log": code_log, "call_log": list(runtime.session.call_log.entries),
-                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell}
+                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell, "looked": looked, "touched": touched}
         goto = self._after_candidate(state) if candidate is not None else "root_lm"
         return Command(update=self._progress(runtime, **update), goto=goto)
 
@@ -433,19 +458,32 @@ class _Engine:
                        goto="root_lm")
 
     def evaluate(self, state: RLMState) -> Command:
+        """The checkpoints on a candidate answer: grounding first (code only), then the user's evaluator."""
         runtime = self._runtime(state)
         answer = (state.get("candidate") or {}).get("answer")
-        evaluation = self.evaluator(state["query"], answer, runtime.trajectory)
+        checkpoint, evaluation = "grounding", self._grounding(state, answer) if self._grounded(state) else None
+        if evaluation is None or evaluation.passed:
+            if self.evaluator is None:
+                return Command(update=self._progress(runtime, answer=answer, stop_reason="final"), goto="finalize")
+            checkpoint, evaluation = "evaluator", self.evaluator(state["query"], answer, runtime.trajectory)
         verdict = decide(RefinementState.from_dict(state.get("refinement")), answer, evaluation,
                          max_refinements=self.max_refinements, min_gain=self.min_gain)
         runtime.trajectory.record("evaluation", iteration=state["iteration"], **evaluation.to_dict(),
-                                  decision=verdict.action, reason=verdict.reason)
+                                  checkpoint=checkpoint, decision=verdict.action, reason=verdict.reason)
         if verdict.action == "refine":
             messages = [*state["messages"], {"role": "user", "content": feedback_message(evaluation)}]
             return Command(update=self._progress(runtime, messages=messages, candidate=None,
                                                  refinement=verdict.state.to_dict()), goto="root_lm")
         return Command(update=self._progress(runtime, answer=verdict.answer, stop_reason=verdict.reason,
                                              refinement=verdict.state.to_dict()), goto="finalize")
+
+    def _grounding(self, state: RLMState, answer: Any) -> Evaluation:
+        """Whether ``answer``'s load-bearing tokens occur in the context, the query or the REPL's outputs."""
+        check = GroundingCheck({"context": self.context_store.get(state["context_ref"]), "query": state["query"]})
+        for message in state["messages"][2:]:
+            if message["role"] == "user":
+                check.add(message["content"])
+        return check(answer)
 
     def extract(self, state: RLMState) -> Command:
         """The answer of a run stopped at a cap: one LM call (the one held from the start) reads
@@ -578,6 +616,8 @@ def create_rlm_graph(
     api_key: str | None = None,
     context_store: ContextStore | None = None,
     sandbox_options: SandboxOptions = SandboxOptions(),
+    look_before_answer: bool = True,
+    grounding: bool = True,
 ) -> RLMGraph:
     """Build and compile an RLM graph: input ``{"query", "context"}``, output
     ``{"answer", "usage", "iterations", "stop_reason", "trajectory"}``.
@@ -589,6 +629,11 @@ def create_rlm_graph(
     before accepting the answer. ``system_prompt`` replaces the opening instructions
     (the REPL documentation is always kept). With a ``checkpointer`` and no
     ``context_store``, contexts are kept in files under ``~/.cache/rlm-runtime``.
+    Over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS`` (1,000),
+    ``look_before_answer`` refuses a ``FINAL`` that comes before any output read from
+    it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
+    names and quoted strings occur in the context, the query or the REPL's outputs; a
+    failed check goes back to the model as feedback. Both are on by default.
     """
     if review not in (None, "code", "final"):
         raise ValueError(f"review must be None, 'code' or 'final', got {review!r}")
@@ -609,7 +654,8 @@ def create_rlm_graph(
                      evaluator=as_evaluator(evaluator) if evaluator is not None else None,
                      max_refinements=max_refinements, min_gain=min_gain, review=review,
                      tools=check_user_tools(tools), instructions=system_prompt, max_iterations=max_iterations,
-                     root_max_tokens=root_max_tokens, options=sandbox_options, context_store=context_store)
+                     root_max_tokens=root_max_tokens, options=sandbox_options, context_store=context_store,
+                     look_before_answer=look_before_answer, grounding=grounding)
     builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
     nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
                                                   "extract", "root_lm"),

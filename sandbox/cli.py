@@ -118,7 +118,8 @@ def run_dspy(question: str, context: str, endpoint: Endpoint, budget: Budget, ma
     def lm(model: str) -> dspy.LM:
         # DSPy's litellm engine sends max_tokens; its default engine sends max_completion_tokens,
         # which llama.cpp and some other OpenAI-compatible servers ignore (unbounded replies).
-        return dspy.LM(model, api_base=endpoint.api_base, api_key=endpoint.api_key, engine="litellm")
+        return dspy.LM(model, api_base=endpoint.api_base, api_key=endpoint.api_key, engine="litellm",
+                      cache=False)  # each ask is a fresh run: a disk-cached root reply would replay an old one
 
     rlm = RLM("context, question -> answer", max_iters=budget.max_iterations or 20, sub_lm=lm(endpoint.sub_model),
               budget=budget, max_depth=max_depth, on_event=progress)

@@ -3,12 +3,13 @@
 Two checks an engine applies before it accepts a final answer, both code only (no LM call):
 
 - **Look before answering** (:func:`reads_inputs`): a final answer that comes before the model
-  has seen any output of a cell that read the inputs is refused. A small model's typical
+  has seen any output printed once a cell had read the inputs is refused (``x = len(context)``
+  then ``print(x)`` counts as looking). A small model's typical
   failure is a first cell that feeds values it invented to ``llm_query`` and calls ``FINAL``
   in the same cell, without ever looking at ``context``.
 - **Grounding** (:class:`GroundingCheck`): the answer's load-bearing tokens (numbers, quoted
   strings, codes that mix letters and digits, capitalized names) must occur in the inputs or
-  in what the cells that read them printed. A token found nowhere is reported back as
+  in what the cells printed once one had read them. A token found nowhere is reported back as
   feedback, which is the evaluate-then-refine loop applied where it pays most. An honest
   "not found" has no such tokens and passes.
 """
@@ -32,6 +33,9 @@ _COMMON = frozenset("""a an and answer are as at based but by code for found fro
 none not of on or she so that the their there these they this those to total was we were what when where which who
 why yes no with you your""".split())
 MAX_CHECKED_TOKENS = 20  # a long prose answer is checked on its first load-bearing tokens
+# An input no longer than this is one a model may have read whole (DSPy's engine shows it in full),
+# so both engines apply the checks only over longer ones.
+SEEN_WHOLE_CHARS = 1_000
 
 
 def reads_inputs(code: str, names: Iterable[str]) -> bool:
@@ -82,7 +86,7 @@ class GroundingCheck:
         self._haystack: str | None = None  # lower-cased, thousands separators dropped; built on first use
 
     def add(self, text: str) -> None:
-        """Count ``text`` (what a cell that read the inputs printed) as something the run read."""
+        """Count ``text`` (what a cell printed once the inputs had been read) as something the run read."""
         if text:
             self._sources.append(text)
             self._haystack = None
@@ -115,3 +119,11 @@ class GroundingCheck:
                           f"{named} {'does' if len(missing) == 1 else 'do'} not occur in the inputs or in anything "
                           "your code printed from them. Find where the answer is stated (search or print the "
                           "passage), or answer that it is not stated.")
+
+
+def premature_answer(unseen: Iterable[str], *, finish: str) -> str:
+    """The feedback for a ``finish`` call (``FINAL``, ``SUBMIT``) made before any output read from ``unseen``."""
+    names = ", ".join(f"`{name}`" for name in unseen)
+    return (f"[Refused] {finish} came before you had seen any output read from {names}: you have not read it "
+            "yet. Print what it says about the question first (a search, or the lines around a keyword), read "
+            f"the output, then call {finish} in a later step.")

@@ -46,8 +46,10 @@ def test_ask_with_the_graph_engine(stub, document, tmp_path, capsys):
 
 
 def test_ask_with_the_dspy_engine(stub, document, capsys):
-    reply = "[[ ## reasoning ## ]]\ncount\n\n[[ ## code ## ]]\n```python\nSUBMIT(answer='via dspy')\n```\n\n[[ ## completed ## ]]"
-    stub.responses = [completion(reply)]
+    def reply(code: str) -> str:
+        return f"[[ ## reasoning ## ]]\nnext\n\n[[ ## code ## ]]\n```python\n{code}\n```\n\n[[ ## completed ## ]]"
+
+    stub.responses = [completion(reply("print(context[:80])")), completion(reply("SUBMIT(answer='via dspy')"))]
     code = cli.main(["ask", "q", "--context", str(document), "--model", "openai/stub", "--api-base", stub.api_base,
                      "--engine", "dspy"])
     assert code == 0 and "Answer: via dspy" in capsys.readouterr().out

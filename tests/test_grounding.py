@@ -1,4 +1,4 @@
-"""Grounded answers: look before answering, and the code-only grounding checkpoint (rlm_dspy engine)."""
+"""Grounded answers: look before answering, and the code-only grounding checkpoint, in both engines."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import dspy
 import pytest
 
 from rlm_dspy import RLM
+from rlm_graph import create_rlm_graph
 from sandbox import Evaluation
 from sandbox.grounding import GroundingCheck, load_bearing_tokens, reads_inputs
 from tests.dspy_lms import script_lm, text_lm
+from tests.test_rlm_graph import cell, script, upper_lm
 
 FILLER = "The committee met again and discussed the budget at length. " * 60  # longer than the 1,000-char preview
 CONTEXT = FILLER + "The access code for the north gate is 98,321. " + FILLER
@@ -103,3 +105,37 @@ def test_search_ranks_the_long_input_whatever_its_name():
     assert "access code for the north gate is 98,321" in out.trajectory[0]["output"]
     assert (out.answer, out.stop_reason) == ("98321", "final")
     assert "the k passages of `document`" in root.scripted.prompts[0]
+
+
+# -- the graph engine ----------------------------------------------------------------------
+
+
+def graph_run(*replies, **options):
+    graph = create_rlm_graph(script(*replies), sub_model=upper_lm(), **options)
+    return graph.invoke({"query": "What is the access code for the north gate?", "context": CONTEXT})
+
+
+def user_turns(out) -> str:
+    return "\n".join(str(e.get("message", "")) for e in out["trajectory"]["events"] if e["kind"] == "note")
+
+
+def test_the_graph_refuses_a_final_before_looking_then_accepts_one_after():
+    out = graph_run(cell("FINAL('12345')"), "FINAL(12345)", cell("i = context.find('access code')\nx = context[i:i + 60]"),
+                    cell("print(x)"), cell("FINAL('98321')"))
+    assert (out["answer"], out["stop_reason"]) == ("98321", "final")
+    assert user_turns(out).count("FINAL before looking at the context") == 2  # in a cell, and in prose
+
+
+def test_the_graph_sends_an_ungrounded_answer_back_naming_the_token():
+    out = graph_run(cell("i = context.find('access code')\nprint(context[i:i + 60])"), cell("FINAL('45213')"),
+                    cell("FINAL('98321')"))
+    assert (out["answer"], out["stop_reason"]) == ("98321", "final")
+    [evaluation] = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    assert (evaluation["checkpoint"], evaluation["decision"]) == ("grounding", "refine")
+    assert "'45213' does not occur" in evaluation["feedback"]
+
+
+def test_the_graph_checks_can_be_turned_off_and_skip_short_contexts():
+    assert graph_run(cell("FINAL('45213')"), look_before_answer=False, grounding=False)["answer"] == "45213"
+    graph = create_rlm_graph(script(cell("FINAL('45213')")), sub_model=upper_lm())
+    assert graph.invoke({"query": "q", "context": "short"})["answer"] == "45213"

@@ -226,7 +226,8 @@ def _hostile_budget(name: str) -> Budget:
 def test_graph_survives_a_hostile_cell(name):
     root, sub = ScriptedRoot(cell(HOSTILE[name]), "FINAL(done)"), FakeLM()
     options = SandboxOptions() if name == "prompt_100MB" else OPTIONS
-    graph = create_rlm_graph(root, sub_model=sub, budget=_hostile_budget(name), sandbox_options=options)
+    graph = create_rlm_graph(root, sub_model=sub, budget=_hostile_budget(name), sandbox_options=options,
+                             look_before_answer=False, grounding=False)  # robustness, not grounding, is tested here
     out = graph.invoke({"query": "q", "context": "c" * 10_000})
     if name == "10k_after_budget":
         assert out["stop_reason"] == "max_llm_calls"
@@ -240,7 +241,8 @@ def test_graph_survives_a_hostile_cell(name):
 def test_dspy_survives_a_hostile_cell(name):
     root, sub = script_lm(step(HOSTILE[name]), step("SUBMIT(answer='done')")), text_lm(str.upper)
     options = SandboxOptions() if name == "prompt_100MB" else OPTIONS
-    rlm = RLM("context -> answer", sub_lm=sub, budget=_hostile_budget(name), sandbox_options=options)
+    rlm = RLM("context -> answer", sub_lm=sub, budget=_hostile_budget(name), sandbox_options=options,
+              look_before_answer=False, grounding=False)
     with dspy.context(lm=root):
         out = rlm(context="c" * 10_000)
     if name == "10k_after_budget":

@@ -99,10 +99,10 @@ def test_gepa_reflects_on_feedback(tmp_path):
 
 
 def test_budget_exhaustion_is_a_failed_example_not_an_abort():
-    starved = RLM("context, query -> answer", max_iters=2, sub_lm=text_lm(str.upper), budget=Budget(max_llm_calls=1))
+    starved = RLM("context, query -> answer", max_iters=2, sub_lm=text_lm(str.upper), budget=Budget(max_tokens=50))
     optimizer = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=2, max_labeled_demos=0,
                                       teacher_settings={"lm": taught_lm(always_right=True)})
     tuned = optimizer.compile(starved, trainset=task_set(3))  # every run is cut short; nothing raises
     assert tuned.generate_action.demos == []
     prediction = starved(**task_set(1)[0].inputs())
-    assert prediction.stop_reason == "max_llm_calls"
+    assert prediction.stop_reason == "max_tokens"

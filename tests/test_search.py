@@ -249,8 +249,8 @@ def test_a_checkpointed_graph_run_keeps_search_results_out_of_the_call_log(tmp_p
             "note = llm_query('shout ' + str(hits[0]['offset']))")
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[cell(code), cell("FINAL(note)")]),
-                                 sub_model=FakeLM(str.upper), checkpointer=saver,
-                                 context_store=FileContextStore(tmp_path / "ctx"))
+                                 sub_model=FakeLM(str.upper), checkpointer=saver, look_before_answer=False,
+                                 grounding=False, context_store=FileContextStore(tmp_path / "ctx"))
         config = {"configurable": {"thread_id": "t"}}
         out = graph.invoke({"query": "where is the skeleton?", "context": context}, config)
         call_log = graph.get_state(config).values["call_log"]
@@ -267,14 +267,15 @@ def test_a_resumed_graph_replays_a_cell_that_searched_without_repeating_its_sub_
     config = {"configurable": {"thread_id": "t"}}
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[cell(code), cell("FINAL(note)")]),
-                                 sub_model=FakeLM(str.upper), checkpointer=saver, review="code", context_store=store)
+                                 sub_model=FakeLM(str.upper), checkpointer=saver, review="code", context_store=store,
+                                 look_before_answer=False, grounding=False)
         graph.invoke({"query": "q", "context": context}, config)
         paused = graph.invoke(Command(resume=True), config)  # the first cell ran; the second waits for review
         assert "FINAL(note)" in paused["__interrupt__"][0].value["code"]
     again = FakeLM(lambda prompt: pytest.fail("a sub-call was repeated on resume"))
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[]), sub_model=again, checkpointer=saver,
-                                 review="code", context_store=store)
+                                 review="code", context_store=store, look_before_answer=False, grounding=False)
         out = graph.invoke(Command(resume=True), config)
     offset = PassageIndex(context).search(RARE)[0]["offset"]
     assert offset > 0 and out["answer"] == f"FOUND AT {offset}" and again.calls == []
@@ -301,7 +302,7 @@ def test_a_child_rlm_searches_its_own_context(builds):
     parent = cell(f"hits = search('{RARE}')\nsub = rlm_query('find it', 'grain ' * 300 + '{RARE} ' + 'grain ' * 300)")
     child = cell(f"FINAL(search('{RARE}')[0]['offset'])")
     graph = create_rlm_graph(FakeListChatModel(responses=[parent, child, cell("FINAL([len(hits), sub])")]),
-                             sub_model=FakeLM(), max_depth=1)
+                             sub_model=FakeLM(), max_depth=1, look_before_answer=False, grounding=False)
     out = graph.invoke({"query": "q", "context": haystack()})
     hits, offset = out["answer"]
     assert hits == 0 and 1800 - PASSAGE_CHARS < int(offset) <= 1800  # the child's context, not the parent's
