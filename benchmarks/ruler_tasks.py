@@ -89,9 +89,9 @@ def _configs() -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def _scoped_modules(names: tuple[str, ...], overrides: dict[str, types.ModuleType]) -> Iterator[None]:
-    """Set ``overrides`` in ``sys.modules``; afterwards put back these and ``names`` as they were."""
+    """Hide ``names`` from ``sys.modules`` and set ``overrides``; afterwards put all of them back as they were."""
     keys = (*names, *overrides)
-    saved = {key: sys.modules.get(key) for key in keys}
+    saved = {key: sys.modules.pop(key, None) for key in keys}
     sys.modules.update(overrides)
     try:
         yield
