@@ -101,7 +101,10 @@ def _cases(parser: argparse.ArgumentParser, names: list[str], lengths: list[int]
             ruler_tasks.require()
         except ruler_tasks.BenchExtraMissing as exc:
             parser.error(str(exc))
-    return [TASKS[name](length, seed) for name in names for length in lengths for seed in seeds]
+    try:
+        return [TASKS[name](length, seed) for name in names for length in lengths for seed in seeds]
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

