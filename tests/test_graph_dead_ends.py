@@ -316,6 +316,7 @@ def test_the_worked_examples_search_splits_a_context_without_newlines():
 
 
 # -- with the real embedded model (temperature 0 unless said otherwise) ---------------------------
+# No wall-clock caps: on a loaded machine a max_seconds stop would skip the extract these check.
 
 QUESTION = "What is the launch code for project Heron?"
 HARD_QUESTION = "How many sentences mention the word vendor, and which project has a launch code?"
@@ -339,7 +340,7 @@ def one_line_document() -> str:
 
 @pytest.mark.e2e
 def test_real_run_at_the_iteration_cap_returns_an_extracted_answer(server):
-    graph = create_rlm_graph(real_root(server, temperature=0), max_iterations=1, budget=Budget(max_seconds=300))
+    graph = create_rlm_graph(real_root(server, temperature=0), max_iterations=1)
     out = graph.invoke({"query": HARD_QUESTION, "context": one_line_document()})
     assert out["stop_reason"] == "max_iterations" and len(extract_calls(out)) == 1
     assert isinstance(out["answer"], str) and out["answer"].strip() and STOPPED not in out["answer"]
@@ -359,14 +360,14 @@ def test_real_run_stopped_by_the_call_cap_answers_from_what_the_repl_printed(ser
 
 @pytest.mark.e2e
 def test_real_model_following_the_worked_example_finds_the_needle_without_newlines(server):
-    graph = create_rlm_graph(real_root(server, temperature=0), max_iterations=4, budget=Budget(max_seconds=300))
+    graph = create_rlm_graph(real_root(server, temperature=0), max_iterations=4)
     out = graph.invoke({"query": QUESTION, "context": one_line_document()})
     assert "7291" in str(out["answer"])
 
 
 @pytest.mark.e2e
 def test_real_run_names_every_repeated_failing_cell_and_ends_with_an_answer(server):
-    graph = create_rlm_graph(real_root(server), max_iterations=6, budget=Budget(max_seconds=400))  # sampled
+    graph = create_rlm_graph(real_root(server), max_iterations=6)  # sampled
     out = graph.invoke({"query": QUESTION, "context": one_line_document()})
     assert out["answer"] is not None and str(out["answer"]).strip()
     events = out["trajectory"]["events"]
