@@ -185,8 +185,8 @@ class RLM(dspy.Module):
     the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
     checkpoints with ``max_refinements`` and ``min_gain``; ``on_event`` sees every
     trajectory event as it happens. Over an input the model was not shown in full (a long
-    context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any output read
-    from it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
+    context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any code has
+    read it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
     names and quoted strings occur in the inputs or in what the cells printed from them
     (see :mod:`sandbox.grounding`); both are on by default. Returns a
     ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
@@ -447,8 +447,8 @@ class RLM(dspy.Module):
         # The checks for grounded answers apply to inputs the model was not shown in full (a long
         # context); over inputs it saw whole, it may answer at once, as with dspy.RLM.
         unseen = [v.name for v in described if len(v.preview) < v.total_length]
-        looked = not (unseen and self.look_before_answer)
-        touched = False  # whether a cell has read an unseen input yet: what cells print from then on counts
+        looked = not (unseen and self.look_before_answer)  # whether an answer may come now
+        touched = False  # whether code has read an unseen input yet: what cells print from then on counts
         grounding = GroundingCheck(run.inputs) if unseen and self.grounding else None
         refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
         for iteration in range(1, self.max_iters + 1):
@@ -500,23 +500,20 @@ class RLM(dspy.Module):
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
             touched = touched or (bool(unseen) and reads_inputs(code, unseen))
-            read = touched and result.error is None and bool(result.output.strip())
-            if read and grounding is not None:
+            looked = looked or touched
+            if touched and grounding is not None and result.error is None:
                 grounding.add(result.output)
             if not result.has_final:
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
-                looked = looked or read
                 continue
             outputs, error = self._typed_outputs(result.final)
             if error:
                 history = history.append(reasoning=reasoning, code=code, output=error)
-                looked = looked or read
                 continue
             if not looked:
                 run.trajectory.record("note", iteration=iteration, message="SUBMIT before looking at the inputs")
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result)
                                          + "\n" + premature_answer(unseen, finish="SUBMIT"))
-                looked = read
                 continue
             history = history.append(reasoning=reasoning, code=code, output=f"FINAL: {outputs}")
             checkpoint, evaluation = "grounding", grounding(_answer_text(outputs)) if grounding else None

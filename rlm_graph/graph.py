@@ -98,8 +98,7 @@ class RLMState(TypedDict, total=False):
     pending_code: list[str] | None
     failed_cell: dict[str, Any] | None
     context_chars: int
-    touched: bool  # whether a cell has read the context yet
-    looked: bool  # whether the model has seen output printed since (look before answering)
+    looked: bool  # whether an answer may come now: the checks are off, or code has read the context
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
@@ -315,7 +314,7 @@ class _Engine:
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
                            "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
-                           "pending_code": None, "failed_cell": None, "candidate": None, "touched": False, "looked": True,
+                           "pending_code": None, "failed_cell": None, "candidate": None, "looked": True,
                            "refinement": RefinementState().to_dict(),
                            "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
@@ -396,7 +395,7 @@ class _Engine:
         """Run the pending blocks in order, until one calls FINAL, fails or hits the budget."""
         runtime = self._runtime(state)
         code_log, outputs, candidate = list(state["code_log"]), [], None
-        failed_cell, looked, touched = state.get("failed_cell"), state.get("looked", True), state.get("touched", True)
+        failed_cell, looked = state.get("failed_cell"), state.get("looked", True)
         blocks = state["pending_code"] or []
         for number, code in enumerate(blocks, 1):
             result = runtime.session.run_cell(code, iteration=state["iteration"])
@@ -423,8 +422,9 @@ class _Engine:
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
                                          call_log=list(runtime.session.call_log.entries), messages=messages,
                                          failed_cell=failed_cell)
-            if result.has_final and not state.get("looked", True):
-                # Look before answering: the model has seen nothing read from the context yet.
+            looked = looked or reads_inputs(code, ["context"])
+            if result.has_final and not looked:
+                # Look before answering: no code has read the context yet.
                 runtime.trajectory.record("note", iteration=state["iteration"],
                                           message="FINAL before looking at the context")
                 outputs[-1] += "\n" + premature_answer(["context"], finish="FINAL")
@@ -432,13 +432,11 @@ class _Engine:
             if result.has_final:
                 candidate = {"answer": result.final}
                 break
-            touched = touched or reads_inputs(code, ["context"])
-            looked = looked or (touched and result.error is None and bool(result.output.strip()))
             if result.error is not None:
                 break
         messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
         update = {"messages": messages, "code_log": code_log, "call_log": list(runtime.session.call_log.entries),
-                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell, "looked": looked, "touched": touched}
+                  "pending_code": None, "candidate": candidate, "failed_cell": failed_cell, "looked": looked}
         goto = self._after_candidate(state) if candidate is not None else "root_lm"
         return Command(update=self._progress(runtime, **update), goto=goto)
 
@@ -630,8 +628,8 @@ def create_rlm_graph(
     (the REPL documentation is always kept). With a ``checkpointer`` and no
     ``context_store``, contexts are kept in files under ``~/.cache/rlm-runtime``.
     Over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS`` (1,000),
-    ``look_before_answer`` refuses a ``FINAL`` that comes before any output read from
-    it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
+    ``look_before_answer`` refuses a ``FINAL`` that comes before any code has read it,
+    and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
     names and quoted strings occur in the context, the query or the REPL's outputs; a
     failed check goes back to the model as feedback. Both are on by default.
     """

@@ -2,9 +2,10 @@
 
 Two checks an engine applies before it accepts a final answer, both code only (no LM call):
 
-- **Look before answering** (:func:`reads_inputs`): a final answer that comes before the model
-  has seen any output printed once a cell had read the inputs is refused (``x = len(context)``
-  then ``print(x)`` counts as looking). A small model's typical
+- **Look before answering** (:func:`reads_inputs`): a final answer that comes before any cell
+  has read the inputs (by name, or through ``search``) is refused. A cell that feeds a slice of
+  ``context`` to ``llm_query`` and answers with the result in the same cell has read it; its
+  answer is then checked by grounding. A small model's typical
   failure is a first cell that feeds values it invented to ``llm_query`` and calls ``FINAL``
   in the same cell, without ever looking at ``context``.
 - **Grounding** (:class:`GroundingCheck`): the answer's load-bearing tokens (numbers, quoted
@@ -122,8 +123,8 @@ class GroundingCheck:
 
 
 def premature_answer(unseen: Iterable[str], *, finish: str) -> str:
-    """The feedback for a ``finish`` call (``FINAL``, ``SUBMIT``) made before any output read from ``unseen``."""
+    """The feedback for a ``finish`` call (``FINAL``, ``SUBMIT``) made before any code read ``unseen``."""
     names = ", ".join(f"`{name}`" for name in unseen)
-    return (f"[Refused] {finish} came before you had seen any output read from {names}: you have not read it "
-            "yet. Print what it says about the question first (a search, or the lines around a keyword), read "
-            f"the output, then call {finish} in a later step.")
+    return (f"[Refused] {finish} came before your code had read {names}, so the answer cannot come from it. "
+            "Read it first (a search, or print the lines around a keyword), then call "
+            f"{finish} with what it says.")

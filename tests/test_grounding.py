@@ -9,6 +9,7 @@ from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Evaluation
 from sandbox.grounding import GroundingCheck, load_bearing_tokens, reads_inputs
+from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 from tests.test_rlm_graph import cell, script, upper_lm
 
@@ -60,7 +61,7 @@ def test_a_submit_before_looking_at_a_long_context_is_refused_then_accepted():
     out = run(RLM("context, query -> answer", sub_lm=text_lm(lambda p: "12345")), root, context=CONTEXT,
               query="What is the access code for the north gate?")
     assert (out.answer, out.stop_reason) == ("98321", "final")
-    assert "[Refused] SUBMIT came before you had seen any output read from `context`" in out.trajectory[0]["output"]
+    assert "[Refused] SUBMIT came before your code had read `context`" in out.trajectory[0]["output"]
 
 
 def test_an_answer_not_in_the_context_goes_back_with_the_token_named():
@@ -139,3 +140,13 @@ def test_the_graph_checks_can_be_turned_off_and_skip_short_contexts():
     assert graph_run(cell("FINAL('45213')"), look_before_answer=False, grounding=False)["answer"] == "45213"
     graph = create_rlm_graph(script(cell("FINAL('45213')")), sub_model=upper_lm())
     assert graph.invoke({"query": "q", "context": "short"})["answer"] == "45213"
+
+
+def test_an_answer_a_sub_call_read_from_the_context_may_come_in_the_same_cell():
+    code = "i = context.find('access code')\nSUBMIT(answer=llm_query('The code? ' + context[i:i + 80]))"
+    out = run(RLM("context, query -> answer", sub_lm=text_lm(lambda p: "98321")), script_lm(step(code)),
+              context=CONTEXT, query="code?")
+    assert (out.answer, out.stop_reason) == ("98321", "final")
+    graph = create_rlm_graph(script(cell("FINAL(llm_query('The code? ' + context[3600:3700]))")),
+                             sub_model=FakeLM(lambda prompt: "98321"))
+    assert graph.invoke({"query": "code?", "context": CONTEXT})["answer"] == "98321"
