@@ -447,7 +447,7 @@ class RLM(dspy.Module):
         # The checks for grounded answers apply to inputs the model was not shown in full (a long
         # context); over inputs it saw whole, it may answer at once, as with dspy.RLM.
         unseen = [v.name for v in described if len(v.preview) < v.total_length]
-        looked = not (unseen and self.look_before_answer)  # whether an answer may come now
+        must_look = bool(unseen) and self.look_before_answer
         touched = False  # whether code has read an unseen input yet: what cells print from then on counts
         grounding = GroundingCheck(run.inputs) if unseen and self.grounding else None
         refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
@@ -500,7 +500,6 @@ class RLM(dspy.Module):
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
             touched = touched or (bool(unseen) and reads_inputs(code, unseen))
-            looked = looked or touched
             if touched and grounding is not None and result.error is None:
                 grounding.add(result.output)
             if not result.has_final:
@@ -510,7 +509,7 @@ class RLM(dspy.Module):
             if error:
                 history = history.append(reasoning=reasoning, code=code, output=error)
                 continue
-            if not looked:
+            if must_look and not touched:
                 run.trajectory.record("note", iteration=iteration, message="SUBMIT before looking at the inputs")
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result)
                                          + "\n" + premature_answer(unseen, finish="SUBMIT"))

@@ -459,7 +459,7 @@ class _Engine:
         """The checkpoints on a candidate answer: grounding first (code only), then the user's evaluator."""
         runtime = self._runtime(state)
         answer = (state.get("candidate") or {}).get("answer")
-        checkpoint, evaluation = "grounding", self._grounding(state, answer) if self._grounded(state) else None
+        checkpoint, evaluation = "grounding", self._grounding(runtime, state, answer) if self._grounded(state) else None
         if evaluation is None or evaluation.passed:
             if self.evaluator is None:
                 return Command(update=self._progress(runtime, answer=answer, stop_reason="final"), goto="finalize")
@@ -475,9 +475,10 @@ class _Engine:
         return Command(update=self._progress(runtime, answer=verdict.answer, stop_reason=verdict.reason,
                                              refinement=verdict.state.to_dict()), goto="finalize")
 
-    def _grounding(self, state: RLMState, answer: Any) -> Evaluation:
+    @staticmethod
+    def _grounding(runtime: _Runtime, state: RLMState, answer: Any) -> Evaluation:
         """Whether ``answer``'s load-bearing tokens occur in the context, the query or the REPL's outputs."""
-        check = GroundingCheck({"context": self.context_store.get(state["context_ref"]), "query": state["query"]})
+        check = GroundingCheck({"context": runtime.session.context, "query": state["query"]})
         for message in state["messages"][2:]:
             if message["role"] == "user":
                 check.add(message["content"])

@@ -99,9 +99,12 @@ class GroundingCheck:
 
     def missing(self, answer: Any) -> list[str]:
         """The load-bearing tokens of ``answer`` that occur in no source."""
+        return self._unsourced(load_bearing_tokens(_text_of(answer)))
+
+    def _unsourced(self, tokens: list[str]) -> list[str]:
         haystack = self._normalized()
         missing = []
-        for token in load_bearing_tokens(_text_of(answer)):
+        for token in tokens:
             needle = token.lower()
             # A plain substring test first: a 40 MB context is scanned by the regex only for tokens it holds.
             if needle not in haystack or not re.search(r"(?<![\w.])" + re.escape(needle) + r"(?![\w])", haystack):
@@ -112,7 +115,7 @@ class GroundingCheck:
         """The verdict on ``answer``: passed when every load-bearing token has a source; the score is
         the fraction that do; the feedback names the ones that do not."""
         tokens = load_bearing_tokens(_text_of(answer))
-        missing = self.missing(answer)
+        missing = self._unsourced(tokens)
         if not missing:
             return Evaluation(1.0, True)
         named = ", ".join(repr(t) for t in missing[:5])

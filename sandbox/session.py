@@ -99,6 +99,7 @@ class Session:
         self.depth = depth
         self.options = options
         context = check_context(variables["context"]) if "context" in variables else None
+        self.context = context  # the host's own copy, for checks on answers (it never comes back from the REPL)
         searched = context if search_over == "context" else variables.get(search_over)
         self.host = HostFunctions(lm=sub_lm, budget=budget, trajectory=trajectory, runner=runner, depth=depth,
                                   max_concurrency=options.max_concurrency, max_tokens=options.sub_max_tokens,
