@@ -9,6 +9,8 @@ from dataclasses import dataclass
 CODE_TAGS = frozenset({"repl", "python", "py", "python3", ""})
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _FINAL_TEXT = re.compile(r"^[ \t]*FINAL(_VAR)?\((.*)\)[ \t]*$", re.MULTILINE | re.DOTALL)
+# A line where the model starts writing the next turn itself ("user: REPL output: ..."), outside code.
+_NEXT_TURN = re.compile(r"^[ \t]*(?:user[ \t]*:|REPL output[ \t]*:)", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ def parse_reply(text: str, *, max_blocks: int | None = 1) -> Action:
         raise ValueError(f"max_blocks must be None or an integer >= 1, got {max_blocks!r}")
     if not isinstance(text, str) or not text.strip():
         return Action(problem="Your reply was empty. Reply with a ```repl code block.")
+    text = before_invented_turn(text)
+    if not text.strip():
+        return Action(problem="Your reply began with a made-up REPL output. Reply with a ```repl code block; "
+                              "the REPL's real output comes in the next message.")
     blocks = [(match.group(1).lower(), match.group(2), match.end()) for match in _FENCE.finditer(text)]
     runnable = [(body, end) for tag, body, end in blocks if tag in CODE_TAGS and body.strip()][:max_blocks]
     if runnable:
@@ -68,6 +74,19 @@ def parse_reply(text: str, *, max_blocks: int | None = 1) -> Action:
                               "run. Put the code in such a block.")
     return Action(problem="Your reply had no ```repl code block and no FINAL(answer). "
                           "Write code in a ```repl block, or call FINAL(answer).")
+
+
+def before_invented_turn(text: str) -> str:
+    """``text`` up to where the model starts writing the next turn itself (``user:``, ``REPL output:``).
+
+    Small models go on past their code, inventing what the REPL printed and answering from that;
+    nothing after that point is the model's own turn, so none of it runs or counts as an answer.
+    """
+    fences = [match.span() for match in _FENCE.finditer(text)]
+    for turn in _NEXT_TURN.finditer(text):
+        if not any(start <= turn.start() < end for start, end in fences):
+            return text[:turn.start()]
+    return text
 
 
 def without_code_blocks(text: str) -> str:

@@ -178,7 +178,7 @@ class Sandbox:
         self.max_final_chars = int(max_final_chars)
         self.budget = budget
         self.confinement = confinement
-        self._variables: dict[str, Any] = {}
+        self._variables: dict[str, tuple[Any, bool]] = {}  # name -> (value, restore)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=max_tool_threads, thread_name_prefix="sandbox-tool")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -245,8 +245,8 @@ class Sandbox:
             stderr = self._kill_worker(read_stderr=True)
             raise WorkerStartError(f"the sandbox worker did not start: {stderr.strip()[-2000:] or 'no output'}")
         proc.stderr.close()
-        for name, value in self._variables.items():
-            self._send_variable(name, value)
+        for name, (value, restore) in self._variables.items():
+            self._send_variable(name, value, restore)
 
     def _kill_worker(self, *, read_stderr: bool = False) -> str:
         proc, self._proc, self._channel = self._proc, None, None
@@ -286,8 +286,12 @@ class Sandbox:
 
     # -- variables -------------------------------------------------------------------
 
-    def set_variable(self, name: str, value: Any) -> None:
-        """Bind ``name`` in the sandbox to a string or a JSON value (kept across restarts)."""
+    def set_variable(self, name: str, value: Any, *, restore: bool = False) -> None:
+        """Bind ``name`` in the sandbox to a string or a JSON value (kept across restarts).
+
+        With ``restore=True`` the binding is an input the cells may read but not replace: after a
+        cell rebinds or deletes it, the worker puts it back and says so in that cell's output.
+        """
         check_identifier(name, "variable name")
         if name in self.tools or name in RESERVED_NAMES:
             raise ValueError(f"variable name {name!r} is taken by a sandbox function")
@@ -302,16 +306,16 @@ class Sandbox:
                                 f"bool, None), got {type(value).__name__}: {exc}") from None
         with self._lock:
             self._ensure_open()
-            self._send_variable(name, value)
-            self._variables[name] = value
+            self._send_variable(name, value, restore)
+            self._variables[name] = (value, restore)
 
-    def _send_variable(self, name: str, value: Any) -> None:
+    def _send_variable(self, name: str, value: Any, restore: bool) -> None:
         if isinstance(value, str):
             # "replace": a lone surrogate becomes "?" (the worker decodes strict UTF-8).
             header, payload = {"type": "set", "name": name, "encoding": "str"}, value.encode("utf-8", "replace")
         else:
             header, payload = {"type": "set", "name": name, "encoding": "json", "value": value}, None
-        self._request(header, payload)
+        self._request({**header, "restore": restore}, payload)
 
     def get_variable(self, name: str) -> Any:
         """The value of ``name`` in the sandbox; it must be a string or JSON-serializable."""

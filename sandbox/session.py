@@ -11,6 +11,7 @@ the sandbox itself bounds a cell's output, error and ``FINAL`` value.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -120,9 +121,12 @@ class Session:
                                 memory_limit_mb=options.memory_limit_mb, max_output_chars=options.max_output_chars,
                                 tool_timeout=options.tool_timeout, confinement=options.confinement,
                                 submit_fields=submit_fields, max_final_chars=options.max_final_chars)
+        # Inputs a cell cannot replace (the Sandbox puts them back); another REPL gets them as it can.
+        bind = self.repl.set_variable if repl_factory is not None else functools.partial(self.repl.set_variable,
+                                                                                          restore=True)
         try:
             for name, value in variables.items():
-                self.repl.set_variable(name, context if name == "context" else value)
+                bind(name, context if name == "context" else value)
         except BaseException:
             self.repl.close()
             raise

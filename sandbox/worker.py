@@ -101,6 +101,9 @@ class Worker:
         self.policy = Policy(self.print)
         self.namespace: dict[str, Any] = self.policy.globals()
         self.reserved: dict[str, Any] = {}
+        # The host's inputs (e.g. ``context``), put back after any cell that rebinds or deletes
+        # them: a model that writes ``context = "..."`` would otherwise answer from text it made up.
+        self.inputs: dict[str, Any] = {}
         self.submit_fields: list[str] | None = None
         # Values the sandbox made that the host displaced between cells: freed at the
         # start of the next cell, under its clock, so a finalizer never runs unclocked.
@@ -301,10 +304,25 @@ class Worker:
             self._halt("memory", "memory limit: the worker ran out of memory after the cell; variables kept")
         finally:
             self._disarm()
+        restored = self._restore_inputs()
         limit = None
         if self.stop is not None:  # the worker's own record decides, never the exception object
             limit, error = (None, None) if self.stop.reason == "final" else (self.stop.reason, self.stop.message)
-        return self._result(error=error, limit=limit, started=started)
+        return self._result(error=error, limit=limit, started=started, restored=restored)
+
+    def _restore_inputs(self) -> list[str]:
+        """Put back the host's inputs a cell rebound or deleted; the names put back."""
+        restored = []
+        for name, value in self.inputs.items():
+            # Unclocked but safe: an exact-str lookup and an identity test run no sandbox code, and
+            # the displaced value is not freed here (a finalizer would run unclocked).
+            current = self.namespace.get(name, self)
+            if current is not value:
+                if current is not self:
+                    self.graveyard.append(current)  # freed under the next cell's clock
+                self.namespace[name] = value
+                restored.append(name)
+        return restored
 
     def _compile(self, code: str, filename: str) -> tuple[Any, str | None]:
         """The compiled cell, or ``None`` and the error text."""
@@ -332,8 +350,17 @@ class Worker:
                 return self._format_error(exc)
         return None
 
-    def _result(self, *, error: str | None, started: float, limit: str | None = None) -> dict[str, Any]:
-        return {"type": "result", "output": self.out.render(), "error": error, "limit": limit,
+    def _result(self, *, error: str | None, started: float, limit: str | None = None,
+                restored: list[str] | None = None) -> dict[str, Any]:
+        output = self.out.render()
+        if restored:
+            names = ", ".join(f"`{name}`" for name in restored)
+            separator = "\n" if output and not output.endswith("\n") else ""
+            what = "is an input" if len(restored) == 1 else "are inputs"
+            output += (f"{separator}[note: {names} {what} and cannot be replaced: this cell assigned or deleted "
+                       "it, and the original was put back. Keep your own values in new variables, "
+                       "e.g. `part = ...`]\n")
+        return {"type": "result", "output": output, "error": error, "limit": limit,
                 "has_final": self.has_final, "final": self.final_value,
                 "seconds": time.monotonic() - started}
 
@@ -364,6 +391,10 @@ class Worker:
         if name in self.namespace:
             self.graveyard.append(self.namespace[name])
         self.namespace[name] = value
+        if header.get("restore"):
+            self.inputs[name] = value
+        else:
+            self.inputs.pop(name, None)
         return {"type": "ok"}
 
     def get_variable(self, name: str) -> tuple[dict[str, Any], bytes | None]:

@@ -17,7 +17,7 @@ from sandbox import Budget, BudgetExceeded, Completion, LiteLLMClient
 from sandbox.budget import hold_last_call
 from sandbox.lm import metered_completion
 from sandbox.parsing import code_from_field, parse_reply
-from sandbox.prompts import root_system_prompt
+from sandbox.prompts import EXAMPLES_HEADER, root_system_prompt
 from tests.conftest import FakeLM
 from tests.test_rlm_graph import cell, script, thread, upper_lm
 
@@ -247,7 +247,6 @@ def test_parse_reply_marks_a_bare_name_and_code_from_field_keeps_it_literal():
 
 
 TWO_BLOCKS = ("First I look.\n```repl\nhits = [p for p in context.split('. ') if 'gate' in p]\nprint(hits)\n```\n"
-              "REPL output:\n['invented by the model']\n"
               "Then I ask.\n```repl\nanswer = llm_query('code? ' + hits[0])\nFINAL(answer)\n```\n"
               "REPL output:\nmore invention")
 
@@ -304,7 +303,7 @@ def test_parse_reply_returns_every_block_when_asked():
 
 def example_search_cell() -> str:
     prompt = root_system_prompt(max_output_chars=10_000, can_recurse=False)
-    return re.findall(r"```repl\n(.*?)```", prompt.split("Example of the exchange:")[1], re.DOTALL)[0]
+    return re.findall(r"```repl\n(.*?)```", prompt.split(EXAMPLES_HEADER)[1], re.DOTALL)[0]
 
 
 def test_the_worked_examples_search_splits_a_context_without_newlines():
