@@ -18,9 +18,8 @@ from dspy import lm15
 
 from sandbox.aio import CallTimedOut, call_with_timeout
 from sandbox.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm import Completion, Messages, estimate_prompt_tokens, litellm_input_tokens, price_usd
-
-DEFAULT_MAX_TOKENS = 4096  # the bound assumed when an LM sets no max_tokens
+from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, estimate_prompt_tokens, litellm_input_tokens,
+                        price_usd)
 
 
 def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:
@@ -34,9 +33,24 @@ def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:
     return lm
 
 
-def max_output_tokens(lm: dspy.BaseLM) -> int:
-    kwargs = getattr(lm, "kwargs", {}) or {}
-    return int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or DEFAULT_MAX_TOKENS)
+def reply_bound(predictor: dspy.Predict, lm: dspy.BaseLM) -> dict[str, int]:
+    """The ``config`` to add to a root call so its reply has a bounded length: empty when the
+    predictor or the LM bounds it, or when DSPy manages the bound (OpenAI reasoning models).
+
+    Without one, an OpenAI-compatible local server (llama.cpp) writes until its window is full:
+    minutes for one reply of a small model.
+    """
+    lm_kwargs = getattr(lm, "kwargs", {}) or {}
+    settings = {**lm_kwargs, **predictor.config}
+    if settings.get("max_tokens") or settings.get("max_completion_tokens") or "max_completion_tokens" in lm_kwargs:
+        return {}
+    return {"max_tokens": ROOT_MAX_TOKENS}
+
+
+def max_output_tokens(predictor: dspy.Predict, lm: dspy.BaseLM) -> int:
+    """The most tokens a reply of ``predictor`` on ``lm`` may have, as sent (see :func:`reply_bound`)."""
+    settings = {**(getattr(lm, "kwargs", {}) or {}), **predictor.config, **reply_bound(predictor, lm)}
+    return int(settings.get("max_tokens") or settings.get("max_completion_tokens") or ROOT_MAX_TOKENS)
 
 
 def _usage(tracker: Any) -> dict[str, tuple[int, int]]:
@@ -87,13 +101,16 @@ class MeteredCall:
                  held: Reservation | None = None):
         if isinstance(predictor, dspy.Predict):
             lm = resolve_lm(predictor.lm, "RLM's root predictors")
-            prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(lm)
+            prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(predictor, lm)
             model = str(lm.model)
+            bound = reply_bound(predictor, lm)
         else:
             # A predictor replaced by another callable (a custom module, a test double) has no
             # prompt to bound before dispatch: it is charged one call, and then what DSPy tracked.
             prompt_bound = output_bound = 0
             model = ""
+            bound = {}
+        self.inputs = {**inputs, "config": bound} if bound else inputs  # what the predictor is called with
         self.budget = budget
         if held is None:
             self.reservation = budget.reserve_call(tokens=prompt_bound + output_bound,
@@ -138,7 +155,7 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            return call_with_timeout(functools.partial(predictor, **inputs), timeout=budget.seconds_left())
+            return call_with_timeout(functools.partial(predictor, **call.inputs), timeout=budget.seconds_left())
         except CallTimedOut:
             raise _out_of_time(budget) from None
         finally:
@@ -150,7 +167,7 @@ async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reserv
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
-            return await asyncio.wait_for(predictor.acall(**inputs), timeout=budget.seconds_left())
+            return await asyncio.wait_for(predictor.acall(**call.inputs), timeout=budget.seconds_left())
         except TimeoutError:
             raise _out_of_time(budget) from None
         finally:

@@ -537,7 +537,7 @@ class RLM(dspy.Module):
         """Typed outputs from the trajectory, on the call held for it (oldest history dropped to fit)."""
         held, run.extract_hold = run.extract_hold, None
         inputs = {"variables_info": variables, "repl_history": history}
-        output_bound = (max_output_tokens(resolve_lm(self.extract.lm, "RLM's root predictors"))
+        output_bound = (max_output_tokens(self.extract, resolve_lm(self.extract.lm, "RLM's root predictors"))
                         if isinstance(self.extract, dspy.Predict) else None)  # another callable: no prompt to trim
         while output_bound is not None and held is not None and held.tokens and len(inputs["repl_history"]) and \
                 prompt_tokens_bound(self.extract, inputs) + output_bound > held.tokens:

@@ -22,6 +22,7 @@ from sandbox.budget import Budget, BudgetExceeded, Reservation
 Messages = list[dict[str, str]]
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
 CHARS_PER_TOKEN = 4  # what a token of English text averages; turns a window in tokens into characters
+ROOT_MAX_TOKENS = 2048  # the longest root reply, where neither the caller nor the LM sets a bound
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from rlm_dspy import RLM
 from sandbox import Budget, Evaluation
 from tests.dspy_lms import fields, function_lm, script_lm, text_lm
+from tests.openai_stub import OpenAIStub
 
 
 def step(code: str, reasoning: str = "next") -> dict[str, str]:
@@ -285,3 +286,25 @@ def test_a_run_that_cannot_start_gives_back_the_call_held_for_extract(monkeypatc
         module._Run(rlm, {"context": "c"}, budget=shared, trajectory=module.Trajectory("q"),
                     runner=module.AsyncRunner(), depth=1, owns_runner=True)
     assert shared.llm_calls == 0
+
+
+# -- the root's reply length ------------------------------------------------------------------------
+
+ROOT_REPLY = ("[[ ## reasoning ## ]]\nlook\n\n[[ ## code ## ]]\n```python\nprint(len(context))\nSUBMIT(answer='ok')\n"
+              "```\n\n[[ ## completed ## ]]")
+
+
+@pytest.mark.parametrize("engine", ["auto", "litellm"])
+@pytest.mark.parametrize(("lm_max_tokens", "sent"), [(None, 2048), (300, 300)])
+def test_a_root_lm_without_a_reply_bound_gets_one(engine, lm_max_tokens, sent):
+    """Without one, a local server writes until its window is full (minutes, for one call)."""
+    with OpenAIStub() as stub:
+        stub.responses = [(200, {**OpenAIStub.completion({"model": "m", "messages": [{"content": ""}]}),
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": ROOT_REPLY}}]})] * 2
+        lm = dspy.LM("openai/stub", api_base=stub.api_base, api_key="k", cache=False, engine=engine,
+                     max_tokens=lm_max_tokens)
+        out = run(RLM("context, question -> answer", grounding=False), lm, context="abc", question="q")
+        body = stub.requests[0]["body"]
+    assert out.answer == "ok"
+    assert (body.get("max_tokens") or body.get("max_completion_tokens")) == sent
