@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Required, TypedDict
 
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
@@ -149,9 +149,15 @@ class _Runtime:
                 self.runner.close()
 
 
+# Set by create_rlm_node: the parent node's stream writer. A subgraph's own custom events reach a
+# parent's stream only with subgraphs=True; written here, they reach it like the node's own.
+PARENT_STREAM_WRITER = "rlm_parent_stream_writer"
+
+
 def _stream_writer() -> Callable[[Any], None] | None:
+    """Where this run's stream events go: the parent node's stream, else this graph's, else nowhere."""
     try:
-        return get_stream_writer()
+        return get_config().get("configurable", {}).get(PARENT_STREAM_WRITER) or get_stream_writer()
     except RuntimeError:
         return None
 

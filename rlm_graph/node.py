@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.config import get_stream_writer
 
-from rlm_graph.graph import create_rlm_graph
+from rlm_graph.graph import PARENT_STREAM_WRITER, create_rlm_graph
+
+
+def with_parent_writer(config: RunnableConfig) -> RunnableConfig:
+    """``config`` telling the RLM graph to write its stream events to this node's stream."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # not running inside a graph: nothing to forward to
+        return config
+    return {**config, "configurable": {**config.get("configurable", {}), PARENT_STREAM_WRITER: writer}}
 
 
 def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = "context",
@@ -16,9 +26,16 @@ def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = 
     (plus ``{details_key: {"usage", "iterations", "stop_reason"}}`` when given).
 
     Other keyword arguments go to :func:`create_rlm_graph`. The node forwards its
-    ``config``, so streaming, callbacks and review interrupts reach the parent graph;
-    works under ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's
-    own state (with the context in it) is checkpointed by the parent's checkpointer.
+    ``config``, so callbacks and review interrupts reach the parent graph; works under
+    ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's own state (with
+    the context in it) is checkpointed by the parent's checkpointer.
+
+    Streaming: the RLM's progress events (``{"type": "iteration" | "lm_call" | "cell" |
+    "sub_call" | ... , ...}``) are written to the node's own custom stream, so a parent
+    streaming with ``stream_mode="custom"`` gets them as it gets any node's, with or without
+    ``subgraphs=True`` (with it, namespaced by this node). A graph from
+    :func:`create_rlm_graph` added to a parent directly is a LangGraph subgraph instead: its
+    events reach the parent only with ``subgraphs=True``.
     """
     graph = create_rlm_graph(model, **kwargs)
 
@@ -36,9 +53,9 @@ def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = 
         return update
 
     def run(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        return rlm_output(graph.invoke(rlm_input(state), config))
+        return rlm_output(graph.invoke(rlm_input(state), with_parent_writer(config)))
 
     async def arun(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        return rlm_output(await graph.ainvoke(rlm_input(state), config))
+        return rlm_output(await graph.ainvoke(rlm_input(state), with_parent_writer(config)))
 
     return RunnableLambda(run, afunc=arun, name=graph.name)

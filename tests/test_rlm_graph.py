@@ -393,6 +393,28 @@ def test_node_in_a_parent_graph_with_its_own_keys():
     assert asyncio.run(parent.ainvoke({"question": "q", "document": "abc"}))["result"] == 3
 
 
+@pytest.mark.parametrize("subgraphs", [False, True])
+def test_a_nodes_events_reach_a_parent_streaming_custom_once(subgraphs):
+    def kinds(chunks):
+        return [(chunk[1] if subgraphs else chunk)["type"] for chunk in chunks]
+
+    def parent():
+        node = create_rlm_node(script(cell("print(len(context))"), cell("FINAL(len(context))")), sub_model=upper_lm(),
+                               query_key="question", context_key="document", output_key="result")
+        return _parent_graph(node, checkpointer=InMemorySaver())
+
+    expected = ["iteration", "lm_call", "cell", "iteration", "lm_call", "cell", "final"]
+    streamed = parent().stream({"question": "q", "document": "ab"}, thread(), stream_mode="custom",
+                               subgraphs=subgraphs)
+    assert kinds(streamed) == expected
+
+    async def astreamed():
+        return [c async for c in parent().astream({"question": "q", "document": "ab"}, thread(),
+                                                  stream_mode="custom", subgraphs=subgraphs)]
+
+    assert kinds(asyncio.run(astreamed())) == expected
+
+
 def test_node_reports_a_missing_key():
     parent = _parent_graph(create_rlm_node(script(cell("FINAL(1)")), query_key="question", context_key="text"))
     with pytest.raises(KeyError, match="'text'"):
