@@ -1,6 +1,6 @@
 """rlm_dspy.RLM composed with other DSPy modules: an RLM finds the fact, ChainOfThought writes the report.
 
-    python -m cookbook.dspy_composed_program [--model openai/gpt-4o-mini]
+    python cookbook/dspy_composed_program.py [--model openai/gpt-4o-mini]
 """
 
 from __future__ import annotations
@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 
 import dspy
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, sentence_with_a_number
 from cookbook.demo_dspy import fields, function_lm, stepwise_rlm_reply, text_lm

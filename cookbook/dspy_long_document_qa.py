@@ -1,14 +1,18 @@
 """Long-document QA with rlm_dspy.RLM: the document stays in the REPL, the model reads it with code.
 
-    python -m cookbook.dspy_long_document_qa [--model openai/gpt-4o-mini] [--api-base URL]
+    python cookbook/dspy_long_document_qa.py [--model openai/gpt-4o-mini] [--api-base URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import dspy
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, sentence_with_a_number
 from cookbook.demo_dspy import stepwise_rlm_lm, text_lm

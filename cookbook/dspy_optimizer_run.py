@@ -1,6 +1,6 @@
 """Optimizing an RLM program with BootstrapFewShot: demos from a strong teacher lift a weak student.
 
-    python -m cookbook.dspy_optimizer_run [--model M --teacher-model T] [--save program.json]
+    python cookbook/dspy_optimizer_run.py [--model M --teacher-model T] [--save program.json]
 
 With scripted demo models the student writes the right code only when a demo shows it
 how; the optimizer's job is to find those demos.
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import dspy
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import model_arguments
 from cookbook.demo_dspy import fields, function_lm, text_lm

@@ -1,15 +1,19 @@
 """An RLM node inside a larger agent graph: router -> RLM over a long document -> summarizer.
 
-    python -m cookbook.langgraph_agent_pipeline [--model openai/gpt-4o-mini] [--question ...]
+    python cookbook/langgraph_agent_pipeline.py [--model openai/gpt-4o-mini] [--question ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
 from rlm_graph import create_rlm_node

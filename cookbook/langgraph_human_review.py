@@ -1,6 +1,6 @@
 """Human review with interrupts and a SQLite checkpointer: approve each cell before it runs.
 
-    python -m cookbook.langgraph_human_review [--db review.db] [--auto-approve] [--model ...]
+    python cookbook/langgraph_human_review.py [--db review.db] [--auto-approve] [--model ...]
 
 Each pause is saved in SQLite; stop the program at a prompt and run it again with
 the same --db and --thread to continue where you left off (even in a new process).
@@ -15,6 +15,9 @@ from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
 from rlm_graph import FileContextStore, create_rlm_graph

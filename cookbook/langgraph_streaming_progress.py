@@ -1,12 +1,16 @@
 """A live progress display from the RLM's custom stream: iterations, cells, sub-calls, tokens.
 
-    python -m cookbook.langgraph_streaming_progress [--model ...]
+    python cookbook/langgraph_streaming_progress.py [--model ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
 from rlm_graph import create_rlm_graph

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from cookbook import langgraph_agent_pipeline, langgraph_human_review, langgraph_streaming_progress
 from cookbook.demo import NEEDLE, long_document
 
@@ -58,3 +64,11 @@ def test_dspy_optimizer_run(tmp_path, capsys):
 
     result = dspy_optimizer_run.main(["--save", str(tmp_path / "tuned.json")])
     assert result == {"before": 0.0, "after": 1.0} and (tmp_path / "tuned.json").exists()
+
+
+@pytest.mark.parametrize("recipe", ["langgraph_agent_pipeline.py", "langgraph_streaming_progress.py"])
+def test_a_recipe_runs_as_a_file_from_another_directory(recipe, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "cookbook" / recipe
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert NEEDLE in done.stdout
