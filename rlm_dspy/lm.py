@@ -124,12 +124,17 @@ class MeteredCall:
             budget.check_time()
             self.reservation = held
 
-    def finish(self, tracker: Any) -> None:
-        """Commit what DSPy tracked, priced per model (also when the call failed: it was dispatched)."""
+    def finish(self, tracker: Any) -> tuple[int, int]:
+        """Commit what DSPy tracked, priced per model (also when the call failed: it was dispatched).
+
+        Returns:
+            The call's (prompt, completion) tokens.
+        """
         usage = _usage(tracker)
-        self.budget.commit(self.reservation, prompt_tokens=sum(p for p, _ in usage.values()),
-                           completion_tokens=sum(c for _, c in usage.values()),
+        tokens = sum(p for p, _ in usage.values()), sum(c for _, c in usage.values())
+        self.budget.commit(self.reservation, prompt_tokens=tokens[0], completion_tokens=tokens[1],
                            cost_usd=sum(price_usd(model, p, c) for model, (p, c) in usage.items()))
+        return tokens
 
 
 def prompt_tokens_bound(predictor: dspy.Predict, inputs: dict[str, Any]) -> int:
@@ -145,9 +150,10 @@ def _out_of_time(budget: Budget) -> BudgetExceeded:
 
 
 def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
-                    **inputs: Any) -> dspy.Prediction:
+                    tokens: list[int] | None = None, **inputs: Any) -> dspy.Prediction:
     """``predictor(**inputs)`` under ``budget`` (drawing on ``held`` when given); raises
     :class:`BudgetExceeded` before dispatch, or when the wall clock runs out while waiting.
+    ``tokens``, when given, receives the call's [prompt, completion] tokens (for the record).
 
     With a time cap the call runs in a worker thread so the wait can end at the deadline; a
     call abandoned there finishes in the background and its usage is not counted.
@@ -159,11 +165,11 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
         except CallTimedOut:
             raise _out_of_time(budget) from None
         finally:
-            call.finish(tracker)
+            _report(call.finish(tracker), tokens)
 
 
 async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
-                           **inputs: Any) -> dspy.Prediction:
+                           tokens: list[int] | None = None, **inputs: Any) -> dspy.Prediction:
     call = MeteredCall(budget, predictor, inputs, held)
     with dspy.track_usage() as tracker:
         try:
@@ -171,4 +177,9 @@ async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reserv
         except TimeoutError:
             raise _out_of_time(budget) from None
         finally:
-            call.finish(tracker)
+            _report(call.finish(tracker), tokens)
+
+
+def _report(used: tuple[int, int], tokens: list[int] | None) -> None:
+    if tokens is not None:
+        tokens[:] = used

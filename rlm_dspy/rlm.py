@@ -17,7 +17,7 @@ import keyword
 import logging
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
@@ -73,6 +73,7 @@ class _Predict:
     predictor: dspy.Predict
     inputs: dict[str, Any]
     held: Reservation | None = None
+    tokens: list[int] = field(default_factory=lambda: [0, 0])  # [prompt, completion], once it ran
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,8 @@ class RLM(dspy.Module):
     def output_fields_info(self) -> list[dict[str, Any]]:
         """``SUBMIT``'s fields as DSPy's interpreters take them: a name, and a type where it is a simple one."""
         fields = []
-        for name, field in self.signature.output_fields.items():
-            annotation = getattr(field, "annotation", str)
+        for name, spec in self.signature.output_fields.items():
+            annotation = getattr(spec, "annotation", str)
             fields.append({"name": name, **({"type": annotation.__name__} if annotation in SIMPLE_TYPES else {})})
         return fields
 
@@ -416,7 +417,7 @@ class RLM(dspy.Module):
     def _perform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
             try:
-                return metered_predict(run.budget, step.predictor, step.held, **step.inputs)
+                return metered_predict(run.budget, step.predictor, step.held, step.tokens, **step.inputs)
             except Exception as exc:
                 return _recoverable(exc)
         if isinstance(step, _Cell):
@@ -426,7 +427,7 @@ class RLM(dspy.Module):
     async def _aperform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
             try:
-                return await ametered_predict(run.budget, step.predictor, step.held, **step.inputs)
+                return await ametered_predict(run.budget, step.predictor, step.held, step.tokens, **step.inputs)
             except Exception as exc:
                 return _recoverable(exc)
         return await asyncio.to_thread(self._perform, run, step)
@@ -456,8 +457,9 @@ class RLM(dspy.Module):
                 run.budget.reserve_iteration()
                 run.trajectory.record("iteration", iteration=iteration)
                 began = time.monotonic()
-                action = yield _Predict(self.generate_action, {"variables_info": variables, "repl_history": history,
-                                                               "iteration": f"{iteration}/{self.max_iters}"})
+                call = _Predict(self.generate_action, {"variables_info": variables, "repl_history": history,
+                                                       "iteration": f"{iteration}/{self.max_iters}"})
+                action = yield call
             except BudgetExceeded as exc:
                 stop_reason = self._note_budget(run, exc)
                 break
@@ -485,6 +487,7 @@ class RLM(dspy.Module):
             reasoning = str(getattr(action, "reasoning", "") or "")
             parsed = code_from_field(getattr(action, "code", None))
             run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"),
+                                  prompt_tokens=call.tokens[0], completion_tokens=call.tokens[1],
                                   seconds=round(time.monotonic() - began, 4))
             if parsed.problem:
                 history = history.append(reasoning=reasoning, code=str(action.code), output=f"[Error] {parsed.problem}")

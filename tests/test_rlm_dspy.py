@@ -34,6 +34,8 @@ def test_typed_outputs_trajectory_and_usage():
     assert [e["output"] for e in out.trajectory] == ["3", "FINAL: {'answer': 'ALPHA', 'count': 3}"]
     assert out.usage["llm_calls"] == 3 and out.usage["tokens"] > 0
     assert [e["kind"] for e in out.events["events"]].count("sub_call") == 1
+    root_calls = [e for e in out.events["events"] if e["kind"] == "lm_call"]
+    assert len(root_calls) == 2 and all(e["prompt_tokens"] > 0 and e["completion_tokens"] > 0 for e in root_calls)
     json.dumps(out.events)
 
 
