@@ -25,7 +25,7 @@ from benchmarks.report import write_results  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 
-from rlm_graph import FileContextStore, create_rlm_graph  # noqa: E402
+from rlm_graph import create_rlm_graph  # noqa: E402
 from sandbox import Completion  # noqa: E402
 
 
@@ -49,8 +49,7 @@ class TimedScript:
 
 def overhead_ms(iterations: int, checkpointer, workdir: Path) -> float:
     root = TimedScript(iterations)
-    graph = create_rlm_graph(root, max_iterations=iterations + 1, checkpointer=checkpointer,
-                             context_store=FileContextStore(workdir / "ctx"))
+    graph = create_rlm_graph(root, max_iterations=iterations + 1, checkpointer=checkpointer)
     config = {"configurable": {"thread_id": f"bench-{time.monotonic_ns()}"}}
     started = time.perf_counter()
     out = graph.invoke({"query": "count", "context": "x" * 1000}, config)
@@ -62,8 +61,7 @@ def overhead_ms(iterations: int, checkpointer, workdir: Path) -> float:
 def checkpoint_bytes(iterations: int, context_chars: int, workdir: Path) -> dict[str, float]:
     db = workdir / f"cp-{context_chars}.db"
     with SqliteSaver.from_conn_string(str(db)) as saver:
-        graph = create_rlm_graph(TimedScript(iterations), max_iterations=iterations + 1, checkpointer=saver,
-                                 context_store=FileContextStore(workdir / "ctx"))
+        graph = create_rlm_graph(TimedScript(iterations), max_iterations=iterations + 1, checkpointer=saver)
         graph.invoke({"query": "count", "context": "y" * context_chars}, {"configurable": {"thread_id": "t"}})
     con = sqlite3.connect(db)
     count, blobs = con.execute(
