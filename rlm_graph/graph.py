@@ -63,6 +63,7 @@ from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.replay import CallLog
 from sandbox.repl import CellResult
 from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
+from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
 
 STATE_VERSION = 2  # 2: the growing logs are DeltaChannels, the context is in the store
@@ -698,6 +699,7 @@ def create_rlm_graph(
     system_prompt: str | None = None,
     checkpointer: BaseCheckpointSaver | bool | None = None,
     store: BaseStore | None = None,
+    cache_sub_calls: bool = False,
     name: str = "rlm",
     max_iterations: int = 20,
     root_max_tokens: int = 2048,
@@ -719,7 +721,9 @@ def create_rlm_graph(
     a new ``InMemoryStore``) keeps the contexts, content-addressed, so checkpoints hold only
     a reference: to resume a run in another process, give every worker the same durable
     store (``PostgresStore``, ``SqliteStore``) with the checkpointer. With a checkpointer,
-    runs default to ``durability="sync"`` (see :class:`RLMGraph`).
+    runs default to ``durability="sync"`` (see :class:`RLMGraph`). ``cache_sub_calls=True``
+    answers an ``llm_query`` prompt asked before (same sub-model and settings) from the
+    store, across runs and processes, uncharged (:mod:`sandbox.subcall_cache`).
     Over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS`` (1,000),
     ``look_before_answer`` refuses a ``FINAL`` that comes before any code has read it,
     and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
@@ -734,16 +738,18 @@ def create_rlm_graph(
         raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
-    limits = (budget or Budget()).limits()
-    if max_depth is not None:
-        limits["max_depth"] = max_depth
-    root = as_client(model, api_base=api_base, api_key=api_key)
-    sub = root if sub_model is None else as_client(sub_model, api_base=api_base, api_key=api_key)
     if store is None:
         store = InMemoryStore()
     elif not isinstance(store, BaseStore):
         raise TypeError(f"store must be a LangGraph BaseStore (InMemoryStore, PostgresStore, SqliteStore), "
                         f"got {type(store).__name__}")
+    limits = (budget or Budget()).limits()
+    if max_depth is not None:
+        limits["max_depth"] = max_depth
+    root = as_client(model, api_base=api_base, api_key=api_key)
+    sub = root if sub_model is None else as_client(sub_model, api_base=api_base, api_key=api_key)
+    if cache_sub_calls:
+        sub = CachedLM(sub, SubCallCache(store))
     engine = _Engine(root=root, sub=sub, budget=Budget(**limits),
                      evaluator=as_evaluator(evaluator) if evaluator is not None else None,
                      max_refinements=max_refinements, min_gain=min_gain, review=review,

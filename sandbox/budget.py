@@ -135,12 +135,14 @@ class Budget:
         self._reserved_cost = 0.0
 
     def limits(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _LIMITS}
+        """The caps and the shared ledger (or ``None``): ``Budget(**budget.limits())`` is a
+        fresh Budget on the same terms, so adapters that keep limits as data keep the ledger."""
+        return {**{name: getattr(self, name) for name in _LIMITS}, "ledger": self.ledger}
 
     def fresh(self) -> Budget:
         """A new, unspent ledger with the same caps (one per top-level call), on the same
         shared ledger if there is one."""
-        return Budget(**self.limits(), ledger=self.ledger)
+        return Budget(**self.limits())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Budget:
         """Optimizers deep-copy programs: the copy gets the same caps and counts, its own lock."""
