@@ -46,5 +46,5 @@ def as_client(model: Any, *, api_base: str | None = None, api_key: str | None = 
     try:
         return as_lm_client(model)
     except TypeError:
-        raise TypeError(f"model must be a LangChain BaseChatModel, a litellm model string or a litellm.Router, "
+        raise TypeError(f"model must be a LangChain BaseChatModel or a litellm model string (or a litellm.Router), "
                         f"got {type(model).__name__}") from None

@@ -279,5 +279,5 @@ def as_lm_client(model: Any, **kwargs: Any) -> LMClient:
     routed = router_client(model)
     if routed is not None:
         return routed
-    raise TypeError(f"expected a litellm model string, a litellm.Router or an LMClient (with .model and async "
-                    f".acomplete), got {type(model).__name__}")
+    raise TypeError(f"expected a litellm model string or an LMClient (with .model and async .acomplete), "
+                    f"got {type(model).__name__}")
