@@ -2,8 +2,9 @@
 
 Each prints one JSON line with what it did. Modes:
 
-- ``graph URL API_BASE THREAD [--resume] [--cache]``: run (or resume) an RLM graph on
-  ``PostgresSaver`` + ``PostgresStore`` with a litellm model string at the scripted server.
+- ``graph URL API_BASE THREAD [--resume] [--cache] [--slow-saver]``: run (or resume) an RLM
+  graph on ``PostgresSaver`` + ``PostgresStore`` with a litellm model string at the scripted
+  server; ``--slow-saver`` makes each checkpoint write take a second (a distant database).
 - ``runs URL API_BASE PREFIX COUNT START_AT``: COUNT graph runs one after another, from
   ``START_AT`` (epoch seconds); prints the seconds they took.
 - ``ledger URL API_BASE KEY START_AT``: eight concurrent sub-calls under
@@ -54,20 +55,26 @@ def _wait_until(start_at: float) -> None:
     time.sleep(max(0.0, start_at - time.time()))
 
 
-def _postgres(stack: ExitStack, url: str) -> tuple[Any, Any]:
+def _postgres(stack: ExitStack, url: str, *, slow_saver: bool = False) -> tuple[Any, Any]:
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.store.postgres import PostgresStore
 
-    saver = stack.enter_context(PostgresSaver.from_conn_string(url))
+    class SlowSaver(PostgresSaver):
+        def put(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(1.0)
+            return super().put(*args, **kwargs)
+
+    saver = stack.enter_context((SlowSaver if slow_saver else PostgresSaver).from_conn_string(url))
     store = stack.enter_context(PostgresStore.from_conn_string(url))
     return saver, store
 
 
-def graph_run(url: str, api_base: str, thread: str, *, resume: bool, cache: bool) -> dict[str, Any]:
+def graph_run(url: str, api_base: str, thread: str, *, resume: bool, cache: bool,
+              slow_saver: bool = False) -> dict[str, Any]:
     from rlm_graph import create_rlm_graph
 
     with ExitStack() as stack:
-        saver, store = _postgres(stack, url)
+        saver, store = _postgres(stack, url, slow_saver=slow_saver)
         graph = create_rlm_graph("openai/scripted", api_base=api_base, api_key="test", checkpointer=saver,
                                  store=store, cache_sub_calls=cache, look_before_answer=False, grounding=False)
         config = {"configurable": {"thread_id": thread}}
@@ -144,7 +151,8 @@ def main(argv: list[str]) -> None:
     mode, url, *rest = argv
     if mode == "graph":
         api_base, thread, *flags = rest
-        result = graph_run(url, api_base, thread, resume="--resume" in flags, cache="--cache" in flags)
+        result = graph_run(url, api_base, thread, resume="--resume" in flags, cache="--cache" in flags,
+                           slow_saver="--slow-saver" in flags)
     elif mode == "runs":
         api_base, prefix, count, start_at = rest
         result = many_runs(url, api_base, prefix, int(count), float(start_at))

@@ -110,7 +110,9 @@ def test_a_worker_killed_during_an_lm_call_is_resumed_elsewhere_repeating_only_t
         return False
 
     with ScriptedOpenAI(SCRIPT, stall_when=stall_once) as server:
-        first = start_worker("graph", postgres_url, server.api_base, "t2")
+        # Checkpoint writes that take a second: only durability="sync" (the graph's default with a
+        # checkpointer) has the last super-step saved before the next one calls the model.
+        first = start_worker("graph", postgres_url, server.api_base, "t2", "--slow-saver")
         try:
             wait_for(lambda: stalled, first, "the third root call")
         finally:
@@ -262,3 +264,9 @@ def test_checkpoint_bytes_per_super_step_stay_flat_and_hold_no_context(postgres_
     late = max(s["bytes"] for s in steps[-8:-2])
     assert late <= early * 1.25, (early, late)  # before: every step re-wrote the whole chat and trajectory
     assert sum(s["bytes"] for s in large) < sum(s["bytes"] for s in small) + 20_000  # the context is not in them
+
+
+def test_import_sandbox_does_not_import_psycopg():
+    probe = "import sys, sandbox, rlm_graph; print('psycopg' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
