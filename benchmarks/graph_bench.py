@@ -25,7 +25,7 @@ from benchmarks.report import write_results  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 
-from rlm_graph import FileContextStore, create_rlm_graph  # noqa: E402
+from rlm_graph import create_rlm_graph  # noqa: E402
 from sandbox import Completion  # noqa: E402
 
 
@@ -47,10 +47,9 @@ class TimedScript:
         return Completion(text=text, prompt_tokens=1, completion_tokens=1)
 
 
-def overhead_ms(iterations: int, checkpointer, workdir: Path) -> float:
+def overhead_ms(iterations: int, checkpointer) -> float:
     root = TimedScript(iterations)
-    graph = create_rlm_graph(root, max_iterations=iterations + 1, checkpointer=checkpointer,
-                             context_store=FileContextStore(workdir / "ctx"))
+    graph = create_rlm_graph(root, max_iterations=iterations + 1, checkpointer=checkpointer)
     config = {"configurable": {"thread_id": f"bench-{time.monotonic_ns()}"}}
     started = time.perf_counter()
     out = graph.invoke({"query": "count", "context": "x" * 1000}, config)
@@ -62,8 +61,7 @@ def overhead_ms(iterations: int, checkpointer, workdir: Path) -> float:
 def checkpoint_bytes(iterations: int, context_chars: int, workdir: Path) -> dict[str, float]:
     db = workdir / f"cp-{context_chars}.db"
     with SqliteSaver.from_conn_string(str(db)) as saver:
-        graph = create_rlm_graph(TimedScript(iterations), max_iterations=iterations + 1, checkpointer=saver,
-                                 context_store=FileContextStore(workdir / "ctx"))
+        graph = create_rlm_graph(TimedScript(iterations), max_iterations=iterations + 1, checkpointer=saver)
         graph.invoke({"query": "count", "context": "y" * context_chars}, {"configurable": {"thread_id": "t"}})
     con = sqlite3.connect(db)
     count, blobs = con.execute(
@@ -82,12 +80,12 @@ def main() -> None:
     n = args.iterations
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        overhead_ms(5, None, workdir)  # warm imports and the first worker start
+        overhead_ms(5, None)  # warm imports and the first worker start
         results: dict[str, object] = {"iterations": n}
-        results["overhead_ms_per_iteration_no_checkpointer"] = overhead_ms(n, None, workdir)
-        results["overhead_ms_per_iteration_memory_saver"] = overhead_ms(n, InMemorySaver(), workdir)
+        results["overhead_ms_per_iteration_no_checkpointer"] = overhead_ms(n, None)
+        results["overhead_ms_per_iteration_memory_saver"] = overhead_ms(n, InMemorySaver())
         with SqliteSaver.from_conn_string(str(workdir / "overhead.db")) as saver:
-            results["overhead_ms_per_iteration_sqlite_saver"] = overhead_ms(n, saver, workdir)
+            results["overhead_ms_per_iteration_sqlite_saver"] = overhead_ms(n, saver)
         results["sqlite_vs_none_ratio"] = round(results["overhead_ms_per_iteration_sqlite_saver"]
                                                 / results["overhead_ms_per_iteration_no_checkpointer"], 2)
         for label, chars in (("1mb", 1_000_000), ("10mb", 10_000_000)):

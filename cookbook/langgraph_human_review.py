@@ -14,13 +14,14 @@ import tempfile
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.sqlite import SqliteStore
 from langgraph.types import Command
 
 if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
-from rlm_graph import FileContextStore, create_rlm_graph
+from rlm_graph import create_rlm_graph
 
 
 def ask(payload: dict, auto_approve: bool) -> object:
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     root, sub = models(args, *NEEDLE_CELLS)
     config = {"configurable": {"thread_id": args.thread}}
-    with SqliteSaver.from_conn_string(args.db) as saver:
+    with SqliteSaver.from_conn_string(args.db) as saver, SqliteStore.from_conn_string(args.db) as store:
+        store.setup()
         graph = create_rlm_graph(root, sub_model=sub, api_base=args.api_base, checkpointer=saver, review="code",
-                                 context_store=FileContextStore(Path(args.db).with_suffix(".contexts")))
+                                 store=store)
         pending = graph.get_state(config).next
         step = graph.invoke(Command(resume=True), config) if pending else \
             graph.invoke({"query": "What is the launch code for project Heron?", "context": long_document()},

@@ -38,7 +38,7 @@ def _text_of(content: list[Any]) -> str:
 
 
 def as_client(model: Any, *, api_base: str | None = None, api_key: str | None = None) -> LMClient:
-    """A chat model, a litellm model string (with optional ``api_base``), or an LMClient."""
+    """A chat model, a litellm model string (with optional ``api_base``), a ``litellm.Router``, or an LMClient."""
     if isinstance(model, BaseChatModel):
         return ChatModelClient(model)
     if isinstance(model, str):
@@ -46,5 +46,5 @@ def as_client(model: Any, *, api_base: str | None = None, api_key: str | None = 
     try:
         return as_lm_client(model)
     except TypeError:
-        raise TypeError(f"model must be a LangChain BaseChatModel or a litellm model string, "
+        raise TypeError(f"model must be a LangChain BaseChatModel or a litellm model string (or a litellm.Router), "
                         f"got {type(model).__name__}") from None

@@ -8,28 +8,36 @@ and what the cells printed. Every super-step is a checkpoint. The live REPL
 is never checkpointed: it sits in an ``UntrackedValue`` channel and, after a
 resume (an interrupt, or a new process), is rebuilt by replaying ``code_log``
 with host-function answers served from ``call_log``. The context itself is kept
-in a :class:`~rlm_graph.context_store.ContextStore`; state holds its reference.
+in the graph's LangGraph store (:mod:`rlm_graph.contexts`); state holds its reference.
+
+What grows with the run (``messages``, ``code_log``, ``call_log``, ``trajectory``) lives
+in LangGraph ``DeltaChannel``s: a checkpoint stores only what its super-step added, so
+checkpoint bytes per super-step do not grow with the iterations before it. Nodes
+return whole values; :func:`_as_deltas` turns them into the appended part (or an
+``Overwrite`` where a value was replaced, e.g. an exchange dropped from the chat).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, Required, TypedDict
 
+from langgraph.channels.delta import DeltaChannel
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command, interrupt
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
+from langgraph.types import Command, Overwrite, interrupt
 
 from rlm_graph.chat_model import as_client
-from rlm_graph.context_store import ContextStore, FileContextStore, MemoryContextStore
+from rlm_graph.contexts import get_context, put_context
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.context import Context, check_context, describe_context
@@ -55,10 +63,39 @@ from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.replay import CallLog
 from sandbox.repl import CellResult
 from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
+from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the growing logs are DeltaChannels, the context is in the store
 Review = Literal["code", "final"]
+LOG_KEYS = ("messages", "code_log", "call_log")
+
+
+def _append(state: list[Any], writes: Sequence[dict[str, list[Any]]]) -> list[Any]:
+    """The reducer of the log channels: each write is ``{"append": items}``, what a super-step
+    appended. (Not a bare list: LangGraph turns chat-message dicts written to a DeltaChannel
+    as a list into LangChain messages.)"""
+    return [*state, *(item for write in writes for item in write["append"])]
+
+
+def _extend_trajectory(state: dict[str, Any], writes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The reducer of ``trajectory``: each write carries the run's query and depth, and the
+    events and child trajectories a super-step added."""
+    merged = {"query": state.get("query", ""), "depth": state.get("depth", 0),
+              "events": list(state.get("events", [])), "children": list(state.get("children", []))}
+    for write in writes:
+        merged["query"], merged["depth"] = write["query"], write["depth"]
+        merged["events"] += write["events"]
+        merged["children"] += write["children"]
+    return merged
+
+
+# One channel object per key, shared by the state and output schemas.
+_TRAJECTORY = DeltaChannel(_extend_trajectory, dict)
+
+
+def _log_channel() -> DeltaChannel:
+    return DeltaChannel(_append, list)
 
 
 @dataclass
@@ -83,7 +120,7 @@ class RLMOutput(TypedDict, total=False):
     usage: dict[str, Any]
     iterations: int
     stop_reason: str
-    trajectory: dict[str, Any]
+    trajectory: Annotated[dict[str, Any], _TRAJECTORY]
 
 
 class RLMState(TypedDict, total=False):
@@ -91,9 +128,9 @@ class RLMState(TypedDict, total=False):
     context_ref: str
     depth: int
     version: int
-    messages: list[dict[str, str]]
-    code_log: list[str]
-    call_log: list[dict[str, Any]]
+    messages: Annotated[list[dict[str, str]], _log_channel()]
+    code_log: Annotated[list[str], _log_channel()]
+    call_log: Annotated[list[dict[str, Any]], _log_channel()]
     iteration: int
     pending_code: list[str] | None
     failed_cell: dict[str, Any] | None
@@ -102,7 +139,7 @@ class RLMState(TypedDict, total=False):
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
-    trajectory: dict[str, Any]
+    trajectory: Annotated[dict[str, Any], _TRAJECTORY]
     answer: Any
     stop_reason: str | None
     iterations: int
@@ -163,12 +200,14 @@ def _stream_writer() -> Callable[[Any], None] | None:
 
 
 class RLMGraph(CompiledStateGraph):
-    """The compiled RLM graph. Its input's ``context`` goes to ``context_store`` before the
-    graph sees it, so no checkpoint ever holds the context itself."""
+    """The compiled RLM graph. Its input's ``context`` goes to the graph's ``store`` before the
+    graph sees it, so no checkpoint ever holds the context itself.
 
-    def __init__(self, *, context_store: ContextStore, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.context_store = context_store
+    With a checkpointer, runs default to ``durability="sync"``: each super-step's checkpoint is
+    written before the next starts, so a worker killed at any point resumes elsewhere from the
+    last completed super-step. (``"async"``, LangGraph's default, may lose every checkpoint
+    after the first to a SIGKILL.) Pass ``durability=`` to choose otherwise.
+    """
 
     def _stash_context(self, input: Any) -> Any:
         if not isinstance(input, Mapping):
@@ -178,16 +217,21 @@ class RLMGraph(CompiledStateGraph):
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
         if "context" in input:
-            input["context_ref"] = self.context_store.put(check_context(input.pop("context")))
+            input["context_ref"] = put_context(self.store, check_context(input.pop("context")))
         elif not isinstance(input.get("context_ref"), str):
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         return input
 
+    def _durable(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("durability") is None and self.checkpointer not in (None, False):
+            kwargs["durability"] = "sync"
+        return kwargs
+
     def stream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
-        return super().stream(self._stash_context(input), config, **kwargs)
+        return super().stream(self._stash_context(input), config, **self._durable(kwargs))
 
     async def astream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
-        async for chunk in super().astream(self._stash_context(input), config, **kwargs):
+        async for chunk in super().astream(self._stash_context(input), config, **self._durable(kwargs)):
             yield chunk
 
 
@@ -197,7 +241,7 @@ class _Engine:
     def __init__(self, *, root: LMClient, sub: LMClient, budget: Budget, evaluator: Evaluator | None,
                  max_refinements: int, min_gain: float, review: Review | None, tools: dict[str, Callable[..., Any]],
                  instructions: str | None, max_iterations: int, root_max_tokens: int, options: SandboxOptions,
-                 context_store: ContextStore, look_before_answer: bool, grounding: bool):
+                 store: BaseStore, look_before_answer: bool, grounding: bool):
         self.root, self.sub = root, sub
         self.look_before_answer, self.grounding = look_before_answer, grounding
         self.budget = budget
@@ -209,7 +253,7 @@ class _Engine:
         self.max_iterations = max_iterations
         self.root_max_tokens = root_max_tokens
         self.options = options
-        self.context_store = context_store
+        self.store = store
         self.child_graph: RLMGraph | None = None
 
     # -- the live runtime ------------------------------------------------------------
@@ -224,11 +268,12 @@ class _Engine:
             trajectory = Trajectory.from_dict(state["trajectory"]) if state.get("trajectory") \
                 else Trajectory(state["query"])
         try:
-            context = context if context is not None else self.context_store.get(state["context_ref"])
+            context = context if context is not None else get_context(self.store, state["context_ref"])
         except KeyError:
-            raise LookupError(f"the context of this run ({state['context_ref']}) is not in the graph's context "
-                              "store; resume with a graph built with the same context_store "
-                              "(e.g. FileContextStore on the same directory)") from None
+            raise LookupError(f"the context of this run ({state['context_ref']}) is not in the graph's store; "
+                              "resume with a graph built with the store= the run started with (a PostgresStore "
+                              "or SqliteStore shared by the workers: the default InMemoryStore lives only in "
+                              "its process)") from None
         depth = state.get("depth", 0)
 
         def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
@@ -322,9 +367,9 @@ class _Engine:
                            "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
                            "pending_code": None, "failed_cell": None, "candidate": None, "looked": True,
                            "refinement": RefinementState().to_dict(),
-                           "usage": {}, "trajectory": {}, "answer": None, "stop_reason": None, "iterations": 0,
+                           "answer": None, "stop_reason": None, "iterations": 0,
                            "parent": state.get("parent")}
-        context = self.context_store.get(ref)
+        context = get_context(self.store, ref)
         fresh["context_chars"] = len(context) if isinstance(context, str) else sum(map(len, context))
         fresh["looked"] = not (self.look_before_answer and fresh["context_chars"] > SEEN_WHOLE_CHARS)
         runtime = self._open_runtime(fresh, replay=False, context=context)
@@ -557,6 +602,51 @@ class _Engine:
         return update
 
 
+def _as_deltas(node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
+    """``node``, writing only what it added to each growing value (the log channels and
+    ``trajectory``), so a checkpoint stores that part alone."""
+
+    def run(state: RLMState) -> Any:
+        result = node(state)
+        if isinstance(result, Command) and isinstance(result.update, dict):
+            return dataclasses.replace(result, update=_deltas(state, result.update))
+        return _deltas(state, result) if isinstance(result, dict) else result
+
+    run.__name__ = node.__name__
+    return run
+
+
+def _deltas(state: RLMState, update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` with each whole growing value replaced by its delta against ``state``."""
+    update = dict(update)
+    for key in LOG_KEYS:
+        if key in update:
+            delta = _log_delta(state.get(key) or [], update[key])
+            update[key] = delta if isinstance(delta, Overwrite) else {"append": delta}
+    if "trajectory" in update:
+        update["trajectory"] = _trajectory_delta(state.get("trajectory") or {}, update["trajectory"])
+    return update
+
+
+def _log_delta(old: list[Any], new: list[Any]) -> list[Any] | Overwrite:
+    """The items ``new`` appends to ``old``, or an ``Overwrite`` when ``new`` does not extend ``old``."""
+    n = len(old)
+    return new[n:] if len(new) >= n and new[:n] == old else Overwrite(new)
+
+
+def _trajectory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | Overwrite:
+    """The events and children ``new`` adds to ``old`` (see :func:`_extend_trajectory`), or an
+    ``Overwrite`` when ``new`` is another trajectory or changed one already saved (a refusal
+    group's count that went up after its super-step)."""
+    if old and (old.get("query"), old.get("depth")) != (new["query"], new["depth"]):
+        return Overwrite(new)
+    events = _log_delta(old.get("events", []), new["events"])
+    children = _log_delta(old.get("children", []), new["children"])
+    if isinstance(events, Overwrite) or isinstance(children, Overwrite):
+        return Overwrite(new)
+    return {"query": new["query"], "depth": new["depth"], "events": events, "children": children}
+
+
 def _names_a_variable(runtime: _Runtime, action: Action) -> bool:
     """Whether a text ``FINAL(x)`` names a variable of the REPL (then ``x`` is its value, not the word)."""
     return action.final_is_name and action.final in runtime.session.repl.variables()
@@ -614,12 +704,13 @@ def create_rlm_graph(
     tools: Mapping[str, Callable[..., Any]] | None = None,
     system_prompt: str | None = None,
     checkpointer: BaseCheckpointSaver | bool | None = None,
+    store: BaseStore | None = None,
+    cache_sub_calls: bool = False,
     name: str = "rlm",
     max_iterations: int = 20,
     root_max_tokens: int = 2048,
     api_base: str | None = None,
     api_key: str | None = None,
-    context_store: ContextStore | None = None,
     sandbox_options: SandboxOptions = SandboxOptions(),
     look_before_answer: bool = True,
     grounding: bool = True,
@@ -632,8 +723,13 @@ def create_rlm_graph(
     ``max_depth`` (default: the budget's, 1) is how deep ``rlm_query`` may recurse.
     ``review="code"`` or ``"final"`` pauses with ``interrupt()`` before each cell or
     before accepting the answer. ``system_prompt`` replaces the opening instructions
-    (the REPL documentation is always kept). With a ``checkpointer`` and no
-    ``context_store``, contexts are kept in files under ``~/.cache/rlm-runtime``.
+    (the REPL documentation is always kept). ``store`` (a LangGraph ``BaseStore``; default
+    a new ``InMemoryStore``) keeps the contexts, content-addressed, so checkpoints hold only
+    a reference: to resume a run in another process, give every worker the same durable
+    store (``PostgresStore``, ``SqliteStore``) with the checkpointer. With a checkpointer,
+    runs default to ``durability="sync"`` (see :class:`RLMGraph`). ``cache_sub_calls=True``
+    answers an ``llm_query`` prompt asked before (same sub-model and settings) from the
+    store, across runs and processes, uncharged (:mod:`sandbox.subcall_cache`).
     Over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS`` (1,000),
     ``look_before_answer`` refuses a ``FINAL`` that comes before any code has read it,
     and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
@@ -648,18 +744,23 @@ def create_rlm_graph(
         raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    if store is None:
+        store = InMemoryStore()
+    elif not isinstance(store, BaseStore):
+        raise TypeError(f"store must be a LangGraph BaseStore (InMemoryStore, PostgresStore, SqliteStore), "
+                        f"got {type(store).__name__}")
     limits = (budget or Budget()).limits()
     if max_depth is not None:
         limits["max_depth"] = max_depth
     root = as_client(model, api_base=api_base, api_key=api_key)
     sub = root if sub_model is None else as_client(sub_model, api_base=api_base, api_key=api_key)
-    if context_store is None:
-        context_store = _default_file_store() if checkpointer not in (None, False) else MemoryContextStore()
+    if cache_sub_calls:
+        sub = CachedLM(sub, SubCallCache(store))
     engine = _Engine(root=root, sub=sub, budget=Budget(**limits),
                      evaluator=as_evaluator(evaluator) if evaluator is not None else None,
                      max_refinements=max_refinements, min_gain=min_gain, review=review,
                      tools=check_user_tools(tools), instructions=system_prompt, max_iterations=max_iterations,
-                     root_max_tokens=root_max_tokens, options=sandbox_options, context_store=context_store,
+                     root_max_tokens=root_max_tokens, options=sandbox_options, store=store,
                      look_before_answer=look_before_answer, grounding=grounding)
     builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
     nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
@@ -669,17 +770,11 @@ def create_rlm_graph(
              "review_final": ("evaluate", "finalize", "root_lm"), "evaluate": ("root_lm", "finalize"),
              "extract": ("finalize",)}
     for node, destinations in nodes.items():
-        builder.add_node(node, engine._guarded(getattr(engine, node)), destinations=destinations)
-    builder.add_node("finalize", engine.finalize)
+        builder.add_node(node, _as_deltas(engine._guarded(getattr(engine, node))), destinations=destinations)
+    builder.add_node("finalize", _as_deltas(engine.finalize))
     builder.add_edge(START, "prepare")
     builder.add_edge("finalize", END)
-    compiled = builder.compile(checkpointer=checkpointer, name=name)
-    graph = RLMGraph(context_store=context_store,
-                     **{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
+    compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
+    graph = RLMGraph(**{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
     return graph
-
-
-def _default_file_store() -> FileContextStore:
-    default = Path.home() / ".cache" / "rlm-runtime" / "contexts"
-    return FileContextStore(Path(os.environ.get("RLM_CONTEXT_DIR", default)))

@@ -33,6 +33,7 @@ from sandbox.lm import CHARS_PER_TOKEN, LMClient, input_window_tokens, metered_c
 from sandbox.redact import describe_error
 from sandbox.chunks import chunk_spans
 from sandbox.search import DEFAULT_K, PassageIndex
+from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
 
 # (query, context, depth, trajectory) -> answer of a child RLM; supplied by the adapters.
@@ -87,6 +88,8 @@ class HostFunctions:
     litellm's local map knows it, else ``DEFAULT_MAX_PROMPT_CHARS``); a longer one is a
     ``ValueError`` in the cell, never dispatched and never charged. ``search`` ranks the
     passages of ``context`` (the RLM's own, on the host), indexed on its first call.
+    When ``lm`` is a :class:`~sandbox.subcall_cache.CachedLM`, a sub-call it answered before
+    is served from its cache: not dispatched, not charged, recorded with ``cached=True``.
     """
 
     def __init__(self, *, lm: LMClient, budget: Budget, trajectory: Trajectory, runner: AsyncRunner,
@@ -132,10 +135,17 @@ class HostFunctions:
             async with semaphore:
                 return await self._query(prompt)
         began = time.monotonic()
+        messages = [{"role": "user", "content": prompt}]
+        cache: SubCallCache | None = self.lm.cache if isinstance(self.lm, CachedLM) else None
+        hit = cache.lookup(self.lm, messages, self.max_tokens) if cache is not None else None
+        if hit is not None:  # answered before: no call, nothing charged
+            self.trajectory.record("sub_call", prompt=preview(prompt), prompt_chars=len(prompt),
+                                   answer=preview(hit.text), prompt_tokens=0, completion_tokens=0, cached=True,
+                                   seconds=round(time.monotonic() - began, 4), model=hit.model)
+            return hit.text
         try:
             self._count_call()
-            completion = await metered_completion(self.lm, [{"role": "user", "content": prompt}],
-                                                  budget=self.budget, max_tokens=self.max_tokens)
+            completion = await metered_completion(self.lm, messages, budget=self.budget, max_tokens=self.max_tokens)
         except BudgetExceeded as exc:
             # Once per cell and cap: a cell looping on refused calls must not grow the record per call.
             self.trajectory.record_repeated("budget", exc.limit, limit=exc.limit, message=str(exc), spent=exc.spent)
@@ -149,6 +159,8 @@ class HostFunctions:
                 raise ValueError(f"the prompt ({len(prompt):,} characters) is longer than the sub-model's context "
                                  "window; pass a shorter text, e.g. a slice or the lines you found") from None
             raise
+        if cache is not None:
+            cache.remember(self.lm, messages, self.max_tokens, completion)
         self.trajectory.record("sub_call", prompt=preview(prompt), prompt_chars=len(prompt),
                                answer=preview(completion.text), prompt_tokens=completion.prompt_tokens,
                                completion_tokens=completion.completion_tokens,

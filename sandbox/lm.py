@@ -217,14 +217,7 @@ class LiteLLMClient:
                 if attempt == self.max_retries:
                     raise
                 await asyncio.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
-        usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        hidden = getattr(response, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost")
-        return Completion(text=response.choices[0].message.content or "", prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens,
-                          cost_usd=float(cost) if cost is not None else None, model=self.model)
+        return completion_from_response(response, self.model)
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return price_usd(self.model, prompt_tokens, completion_tokens)
@@ -232,6 +225,17 @@ class LiteLLMClient:
     def input_window(self) -> int | None:
         """The model's input window in tokens from litellm's local map; ``None`` when not listed."""
         return litellm_input_tokens(self.model)
+
+
+def completion_from_response(response: Any, model: str) -> Completion:
+    """A :class:`Completion` from a litellm (OpenAI-shaped) chat response, with litellm's cost when it knows it."""
+    usage = getattr(response, "usage", None)
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    return Completion(text=response.choices[0].message.content or "",
+                      prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                      completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                      cost_usd=float(cost) if cost is not None else None, model=model)
 
 
 def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -271,5 +275,10 @@ def as_lm_client(model: Any, **kwargs: Any) -> LMClient:
         return LiteLLMClient(model, **kwargs)
     if isinstance(model, LMClient):
         return model
+    from sandbox.router import router_client  # a litellm.Router (spread over endpoints, with fallbacks)
+
+    routed = router_client(model)
+    if routed is not None:
+        return routed
     raise TypeError(f"expected a litellm model string or an LMClient (with .model and async .acomplete), "
                     f"got {type(model).__name__}")

@@ -55,3 +55,28 @@ def make_host_functions(runner):
                              runner=runner, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL cluster for the whole session (see tests/pg_cluster.py); its URL."""
+    from tests import pg_cluster
+
+    reason = pg_cluster.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with pg_cluster.postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's cluster, for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name

@@ -9,10 +9,11 @@ import re
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command
 
 from cookbook.demo import long_document
-from rlm_graph import FileContextStore, create_rlm_graph
+from rlm_graph import create_rlm_graph
 from sandbox import Budget, BudgetExceeded, Completion, LiteLLMClient
 from sandbox.budget import hold_last_call
 from sandbox.lm import metered_completion
@@ -133,7 +134,7 @@ def test_a_child_rlm_at_its_cap_gives_its_parent_an_extracted_answer():
 
 
 def test_extract_survives_a_crash_and_a_resume_in_a_fresh_graph(tmp_path):
-    db, store = str(tmp_path / "c.db"), FileContextStore(tmp_path / "ctx")
+    db, store = str(tmp_path / "c.db"), InMemoryStore()
 
     def crashing(messages):
         if asks_to_extract(messages):
@@ -142,7 +143,7 @@ def test_extract_survives_a_crash_and_a_resume_in_a_fresh_graph(tmp_path):
 
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(ScriptedRoot(crashing), sub_model=upper_lm(), max_iterations=2,
-                                 checkpointer=saver, context_store=store)
+                                 checkpointer=saver, store=store)
         with pytest.raises(ConnectionError):
             graph.invoke({"query": "q", "context": "abc"}, thread())
         before = graph.get_state(thread())
@@ -151,7 +152,7 @@ def test_extract_survives_a_crash_and_a_resume_in_a_fresh_graph(tmp_path):
     never = FakeLM(lambda p: pytest.fail("a sub-call was repeated on resume"))
     root = cells_then_extract("unused", extracted="ABC")
     with SqliteSaver.from_conn_string(db) as saver:
-        graph = create_rlm_graph(root, sub_model=never, max_iterations=2, checkpointer=saver, context_store=store)
+        graph = create_rlm_graph(root, sub_model=never, max_iterations=2, checkpointer=saver, store=store)
         out = graph.invoke(None, thread())
     assert out["answer"] == "ABC" and out["stop_reason"] == "max_iterations"
     assert len(root.chats) == 1 and root.chats[0][-1]["content"].count("ABC") == 2  # the outputs before the crash
@@ -209,15 +210,15 @@ def test_a_success_between_two_failures_ends_the_streak():
 
 
 def test_the_repetition_count_survives_a_resume(tmp_path):
-    db, store = str(tmp_path / "c.db"), FileContextStore(tmp_path / "ctx")
+    db, store = str(tmp_path / "c.db"), InMemoryStore()
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(script(cell("1/0"), cell("1/0")), sub_model=upper_lm(), checkpointer=saver,
-                                 review="code", context_store=store)
+                                 review="code", store=store)
         graph.invoke({"query": "q", "context": "c"}, thread())
         graph.invoke(Command(resume=True), thread())
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(script(cell("FINAL(1)")), sub_model=upper_lm(), checkpointer=saver,
-                                 review="code", context_store=store)
+                                 review="code", store=store)
         graph.invoke(Command(resume=True), thread())
         assert "failed 2 times in a row" in outputs_of(graph, thread())[-1]
 
@@ -273,11 +274,11 @@ def test_blocks_after_a_failing_block_are_not_run_and_the_feedback_says_so():
 
 
 def test_several_blocks_survive_review_and_a_resume_in_a_fresh_graph(tmp_path):
-    db, store = str(tmp_path / "c.db"), FileContextStore(tmp_path / "ctx")
+    db, store = str(tmp_path / "c.db"), InMemoryStore()
     reply = "```repl\nnote = llm_query(context)\n```\nand\n```repl\nn = len(note)\n```"
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(script(reply, cell("FINAL(note + str(n))")), sub_model=upper_lm(),
-                                 checkpointer=saver, review="code", context_store=store)
+                                 checkpointer=saver, review="code", store=store)
         paused = graph.invoke({"query": "q", "context": "abc"}, thread())
         assert paused["__interrupt__"][0].value["code"] == "note = llm_query(context)\n\nn = len(note)"
         paused = graph.invoke(Command(resume=True), thread())
@@ -285,7 +286,7 @@ def test_several_blocks_survive_review_and_a_resume_in_a_fresh_graph(tmp_path):
     never = FakeLM(lambda p: pytest.fail("a sub-call was repeated on resume"))
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(script("unused"), sub_model=never, checkpointer=saver, review="code",
-                                 context_store=store)
+                                 store=store)
         assert graph.invoke(Command(resume=True), thread())["answer"] == "ABC3"
 
 

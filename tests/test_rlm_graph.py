@@ -18,9 +18,12 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.memory import InMemoryStore
+from langgraph.store.sqlite import SqliteStore
 from langgraph.types import Command
 
-from rlm_graph import FileContextStore, create_rlm_graph, create_rlm_node
+from rlm_graph import create_rlm_graph, create_rlm_node
+from rlm_graph.graph import STATE_VERSION
 from sandbox import Budget, Evaluation
 from tests.conftest import FakeLM
 from tests.openai_stub import OpenAIStub
@@ -137,8 +140,7 @@ def test_checkpoints_every_iteration_and_keep_the_context_out(tmp_path):
         db = tmp_path / f"{size}.db"
         with SqliteSaver.from_conn_string(str(db)) as saver:
             graph = create_rlm_graph(script(cell("x = len(context)"), cell("print(x)"), cell("FINAL(x)")),
-                                     sub_model=upper_lm(), checkpointer=saver,
-                                     context_store=FileContextStore(tmp_path / "ctx"))
+                                     sub_model=upper_lm(), checkpointer=saver)
             out = graph.invoke({"query": "q", "context": "y" * size}, thread())
             history = list(graph.get_state_history(thread()))
         assert out["answer"] == size
@@ -149,11 +151,11 @@ def test_checkpoints_every_iteration_and_keep_the_context_out(tmp_path):
 
 
 def _review_graph(saver, sub, store, *replies):
-    return create_rlm_graph(script(*replies), sub_model=sub, checkpointer=saver, review="code", context_store=store)
+    return create_rlm_graph(script(*replies), sub_model=sub, checkpointer=saver, review="code", store=store)
 
 
 def test_resume_in_a_fresh_graph_replays_without_repeating_sub_calls(tmp_path):
-    db, store = str(tmp_path / "c.db"), FileContextStore(tmp_path / "ctx")
+    db, store = str(tmp_path / "c.db"), InMemoryStore()
     first = upper_lm()
     with SqliteSaver.from_conn_string(db) as saver:
         graph = _review_graph(saver, first, store, cell("note = llm_query(context)\nn = 41"), cell("FINAL(note + str(n + 1))"))
@@ -171,10 +173,10 @@ def test_resume_in_a_fresh_graph_replays_without_repeating_sub_calls(tmp_path):
 
 
 def test_resume_in_a_new_process(tmp_path):
-    db, ctx = tmp_path / "c.db", tmp_path / "ctx"
-    with SqliteSaver.from_conn_string(str(db)) as saver:
-        graph = _review_graph(saver, upper_lm(), FileContextStore(ctx), cell("note = llm_query(context)"),
-                              cell("FINAL(note)"))
+    db = tmp_path / "c.db"
+    with SqliteSaver.from_conn_string(str(db)) as saver, SqliteStore.from_conn_string(str(db)) as store:
+        store.setup()
+        graph = _review_graph(saver, upper_lm(), store, cell("note = llm_query(context)"), cell("FINAL(note)"))
         graph.invoke({"query": "q", "context": "from another process"}, thread())
         assert "FINAL(note)" in graph.invoke(Command(resume=True), thread())["__interrupt__"][0].value["code"]
     program = textwrap.dedent(f"""
@@ -182,17 +184,17 @@ def test_resume_in_a_new_process(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from langchain_core.language_models.fake_chat_models import FakeListChatModel
         from langgraph.checkpoint.sqlite import SqliteSaver
+        from langgraph.store.sqlite import SqliteStore
         from langgraph.types import Command
-        from rlm_graph import FileContextStore, create_rlm_graph
+        from rlm_graph import create_rlm_graph
         from tests.conftest import FakeLM
 
         def never(prompt):
             raise AssertionError("sub-call repeated")
 
-        with SqliteSaver.from_conn_string({str(db)!r}) as saver:
+        with SqliteSaver.from_conn_string({str(db)!r}) as saver, SqliteStore.from_conn_string({str(db)!r}) as store:
             graph = create_rlm_graph(FakeListChatModel(responses=["unused"]),
-                                     sub_model=FakeLM(never), checkpointer=saver, review="code",
-                                     context_store=FileContextStore({str(ctx)!r}))
+                                     sub_model=FakeLM(never), checkpointer=saver, review="code", store=store)
             out = graph.invoke(Command(resume=True), {{"configurable": {{"thread_id": "t"}}}})
         print(json.dumps(out["answer"]))
     """)
@@ -204,21 +206,21 @@ def test_resume_in_a_new_process(tmp_path):
 def test_incompatible_checkpoint_version_is_named(tmp_path, monkeypatch):
     import rlm_graph.graph
 
-    saver, store = InMemorySaver(), FileContextStore(tmp_path)
+    saver, store = InMemorySaver(), InMemoryStore()
     graph = _review_graph(saver, upper_lm(), store, cell("x = 1"))
     graph.invoke({"query": "q", "context": "c"}, thread())
     monkeypatch.setattr(rlm_graph.graph, "STATE_VERSION", rlm_graph.graph.STATE_VERSION + 1)  # an upgrade
     fresh = _review_graph(saver, upper_lm(), store)
-    with pytest.raises(ValueError, match="state version 1; this is version 2"):
+    with pytest.raises(ValueError, match=f"state version {STATE_VERSION}; this is version {STATE_VERSION + 1}"):
         fresh.invoke(Command(resume=True), thread())
 
 
 def test_missing_context_on_resume_is_named(tmp_path):
     saver = InMemorySaver()
-    graph = _review_graph(saver, upper_lm(), FileContextStore(tmp_path / "a"), cell("x = 1"))
+    graph = _review_graph(saver, upper_lm(), InMemoryStore(), cell("x = 1"))
     graph.invoke({"query": "q", "context": "c"}, thread())
-    other = _review_graph(saver, upper_lm(), FileContextStore(tmp_path / "b"), cell("FINAL(x)"))
-    with pytest.raises(LookupError, match="context_store"):
+    other = _review_graph(saver, upper_lm(), InMemoryStore(), cell("FINAL(x)"))
+    with pytest.raises(LookupError, match="the store= the run started with"):
         other.invoke(Command(resume=True), thread())
 
 

@@ -12,11 +12,12 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command
 from dspy.primitives.local_interpreter import LocalInterpreter
 
 from rlm_dspy import RLM
-from rlm_graph import FileContextStore, create_rlm_graph
+from rlm_graph import create_rlm_graph
 from sandbox import Budget, Trajectory
 from sandbox.bridge import SEARCH_EVENTS_PER_CELL
 from sandbox.prompts import repl_guide
@@ -250,7 +251,7 @@ def test_a_checkpointed_graph_run_keeps_search_results_out_of_the_call_log(tmp_p
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[cell(code), cell("FINAL(note)")]),
                                  sub_model=FakeLM(str.upper), checkpointer=saver, look_before_answer=False,
-                                 grounding=False, context_store=FileContextStore(tmp_path / "ctx"))
+                                 grounding=False, store=InMemoryStore())
         config = {"configurable": {"thread_id": "t"}}
         out = graph.invoke({"query": "where is the skeleton?", "context": context}, config)
         call_log = graph.get_state(config).values["call_log"]
@@ -261,13 +262,13 @@ def test_a_checkpointed_graph_run_keeps_search_results_out_of_the_call_log(tmp_p
 
 
 def test_a_resumed_graph_replays_a_cell_that_searched_without_repeating_its_sub_call(tmp_path, builds):
-    db, store = str(tmp_path / "c.db"), FileContextStore(tmp_path / "ctx")
+    db, store = str(tmp_path / "c.db"), InMemoryStore()
     context = haystack(needle_at=50)
     code = f"hits = search('{RARE}')\nnote = llm_query('found at ' + str(hits[0]['offset']))"
     config = {"configurable": {"thread_id": "t"}}
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[cell(code), cell("FINAL(note)")]),
-                                 sub_model=FakeLM(str.upper), checkpointer=saver, review="code", context_store=store,
+                                 sub_model=FakeLM(str.upper), checkpointer=saver, review="code", store=store,
                                  look_before_answer=False, grounding=False)
         graph.invoke({"query": "q", "context": context}, config)
         paused = graph.invoke(Command(resume=True), config)  # the first cell ran; the second waits for review
@@ -275,7 +276,7 @@ def test_a_resumed_graph_replays_a_cell_that_searched_without_repeating_its_sub_
     again = FakeLM(lambda prompt: pytest.fail("a sub-call was repeated on resume"))
     with SqliteSaver.from_conn_string(db) as saver:
         graph = create_rlm_graph(FakeListChatModel(responses=[]), sub_model=again, checkpointer=saver,
-                                 review="code", context_store=store, look_before_answer=False, grounding=False)
+                                 review="code", store=store, look_before_answer=False, grounding=False)
         out = graph.invoke(Command(resume=True), config)
     offset = PassageIndex(context).search(RARE)[0]["offset"]
     assert offset > 0 and out["answer"] == f"FOUND AT {offset}" and again.calls == []

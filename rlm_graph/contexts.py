@@ -1,0 +1,91 @@
+"""The RLM graph's contexts in LangGraph's store, so that checkpoints hold only a reference.
+
+LangGraph saves a run's raw input in its first checkpoint, and a plain ``str`` channel
+in every checkpoint that writes it; a 10 MB context would be copied into every
+thread. The graph instead puts the context into its ``BaseStore`` once, under its
+content hash (``str:sha256:<hex>``, or ``list:...`` for a list of str), and passes
+that reference through the state. Any worker with the same store (``PostgresStore``,
+``SqliteStore``; the default ``InMemoryStore`` lives only in its process) can load it.
+
+Layout: namespace ``("rlm", "contexts", <hex>)``; keys ``"0"``, ``"1"``, ... hold
+``{"text": chunk}`` (at most ``CHUNK_CHARS`` characters each), then ``"meta"`` holds
+``{"kind", "chunks", "chars"}``. ``meta`` is written last, so a context whose
+``meta`` is there is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from langgraph.store.base import BaseStore, GetOp, PutOp
+
+from sandbox.context import Context, check_context
+
+NAMESPACE = ("rlm", "contexts")
+CHUNK_CHARS = 1 << 20  # one store item: about 1 MB of text (a PostgresStore row, a JSONB value)
+
+
+def _encode(context: Context) -> tuple[str, str]:
+    """(kind, text) of a checked context: a list of str is stored as its JSON."""
+    return ("str", context) if isinstance(context, str) else ("list", json.dumps(context))
+
+
+def context_ref(context: Context) -> str:
+    """The content-addressed reference of ``context``: ``"<kind>:sha256:<hex>"``."""
+    kind, text = _encode(context)
+    return f"{kind}:sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+def _namespace(ref: str) -> tuple[str, ...]:
+    kind, algorithm, digest = (ref.split(":") + ["", ""])[:3]
+    if kind not in ("str", "list") or algorithm != "sha256" or len(digest) != 64 \
+            or any(c not in "0123456789abcdef" for c in digest):
+        raise KeyError(f"not a context reference: {ref!r:.100}")
+    return (*NAMESPACE, digest)
+
+
+def put_context(store: BaseStore, context: Context) -> str:
+    """Store ``context`` (once: a context already there is not written again).
+
+    Args:
+        store: the graph's store.
+        context: a str or a list of str.
+
+    Returns:
+        Its reference, for ``context_ref`` in the graph's state.
+
+    Raises:
+        TypeError: ``context`` is not a str or a list of str.
+    """
+    context = check_context(context)
+    ref = context_ref(context)
+    namespace = _namespace(ref)
+    if store.get(namespace, "meta") is not None:
+        return ref
+    kind, text = _encode(context)
+    chunks = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    store.batch([PutOp(namespace, str(i), {"text": chunk}, index=False) for i, chunk in enumerate(chunks)])
+    store.put(namespace, "meta", {"kind": kind, "chunks": len(chunks), "chars": len(text)}, index=False)
+    return ref
+
+
+def get_context(store: BaseStore, ref: str) -> Context:
+    """The context stored under ``ref``.
+
+    Raises:
+        KeyError: it is not in ``store`` (or ``ref`` is not a context reference).
+        ValueError: what the store holds does not hash to ``ref`` (a damaged or partial copy).
+    """
+    namespace = _namespace(ref)
+    meta = store.get(namespace, "meta")
+    if meta is None:
+        raise KeyError(ref)
+    items = store.batch([GetOp(namespace, str(i)) for i in range(int(meta.value["chunks"]))])
+    if any(item is None for item in items):
+        raise ValueError(f"the store holds only part of context {ref}: chunks are missing")
+    text = "".join(item.value["text"] for item in items)
+    context: Context = text if meta.value["kind"] == "str" else json.loads(text)
+    if context_ref(context) != ref:
+        raise ValueError(f"the store's copy of context {ref} does not match its hash; put it again")
+    return context
