@@ -185,8 +185,10 @@ def test_a_cell_searches_the_hosts_context_for_free_and_the_trajectory_keeps_a_p
             "print(len(hits), hits[0]['offset'], sorted(hits[0]))")
     result = session.run_cell(code, iteration=1)
     assert result.error is None
-    count, offset, keys = result.output.split(" ", 2)
-    assert int(count) >= 1 and keys == "['offset', 'score', 'text']\n"
+    printed, note = result.output.split("\n", 1)
+    count, offset, keys = printed.split(" ", 2)
+    assert int(count) >= 1 and keys == "['offset', 'score', 'text']"
+    assert "cannot be replaced" in note  # and the cell's own rebinding was undone after it
     assert 0 <= haystack(needle_at=120)[int(offset):].find(RARE) < PASSAGE_CHARS  # found in the host's copy
     assert budget.spent()["llm_calls"] == 0 and budget.spent()["tokens"] == 0
     (event,) = session.trajectory.of_kind("search")
