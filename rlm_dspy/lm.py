@@ -18,8 +18,9 @@ from dspy import lm15
 
 from sandbox.aio import CallTimedOut, call_with_timeout
 from sandbox.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, estimate_prompt_tokens, litellm_input_tokens,
-                        price_usd)
+from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, completion_from_response, estimate_prompt_tokens,
+                        litellm_input_tokens, price_usd)
+from sandbox.router import RouterClient
 
 
 def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:
@@ -71,6 +72,8 @@ class DSPyLMClient:
             raise TypeError(f"the sub-LM must be a dspy.LM (or dspy.BaseLM), got {type(lm).__name__}")
         self.lm = lm
         self.model = str(lm.model) if lm is not None else "unconfigured"
+        # The LM's settings (temperature...), so the sub-call cache tells differently-set LMs apart.
+        self.completion_kwargs = dict(getattr(lm, "kwargs", {}) or {})
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
         if self.lm is None:
@@ -92,6 +95,70 @@ class DSPyLMClient:
         """The model's input window in tokens from litellm's local map (DSPy names models the
         way litellm does); ``None`` when the map does not list it."""
         return litellm_input_tokens(self.model)
+
+
+class RouterEngine:
+    """DSPy's engine API (``dspy.LM(engine=...)``) over a ``litellm.Router``: each call goes to the
+    router's model group, with its retries, cooldowns and fallbacks. Build one with :func:`router_lm`."""
+
+    def __init__(self, client: RouterClient):
+        self.client = client
+
+    def _arguments(self, request: lm15.Request) -> dict[str, Any]:
+        system = request.system if isinstance(request.system, str) else "".join(
+            getattr(part, "text", "") or "" for part in request.system or ())
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": message.role, "content": message.text or ""} for message in request.messages]
+        config = request.config
+        settings = {"temperature": config.temperature, "top_p": config.top_p, "stop": list(config.stop) or None}
+        return {"model": self.client.model, "messages": messages,
+                "max_tokens": config.max_tokens or ROOT_MAX_TOKENS, **self.client.completion_kwargs,
+                **{key: value for key, value in settings.items() if value is not None}}
+
+    def _response(self, response: Any) -> lm15.Response:
+        completion = completion_from_response(response, self.client.model)
+        return lm15.Response(id=getattr(response, "id", None), model=self.client.model,
+                             message=lm15.Message.assistant(completion.text), finish_reason="stop",
+                             usage=lm15.Usage(input_tokens=completion.prompt_tokens,
+                                              output_tokens=completion.completion_tokens,
+                                              total_tokens=completion.prompt_tokens + completion.completion_tokens))
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        return self._response(self.client.router.completion(**self._arguments(request)))
+
+
+class AsyncRouterEngine:
+    """The async half of :class:`RouterEngine` (``router.acompletion``)."""
+
+    def __init__(self, engine: RouterEngine):
+        self.engine = engine
+
+    async def complete(self, request: lm15.Request) -> lm15.Response:
+        return self.engine._response(await self.engine.client.router.acompletion(**self.engine._arguments(request)))
+
+
+def router_lm(router: Any, model: str | None = None, **completion_kwargs: Any) -> dspy.LM:
+    """A ``dspy.LM`` whose calls go through ``router`` (a ``litellm.Router``): for
+    ``dspy.configure(lm=...)``, ``rlm_dspy.RLM(sub_lm=...)`` or any DSPy module.
+
+    Args:
+        router: the Router.
+        model: its model group to call; may be left out when it has only one.
+        **completion_kwargs: sent with every call (``temperature=...``).
+
+    Returns:
+        The LM, named after the router's priciest deployment so budgets price its calls as an
+        upper bound (a fallback may be the one that answers).
+
+    Raises:
+        TypeError: ``router`` is not a ``litellm.Router``.
+        ValueError: ``model`` is not one of its groups, or is needed and missing.
+    """
+    client = RouterClient(router, model, **completion_kwargs)
+    deployments = client.deployment_models() or [client.model]
+    priciest = max(deployments, key=lambda name: price_usd(name, 1_000_000, 1_000_000))
+    engine = RouterEngine(client)
+    return dspy.LM(priciest, engine=engine, async_engine=AsyncRouterEngine(engine), cache=False)
 
 
 class MeteredCall:

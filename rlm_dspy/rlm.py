@@ -38,6 +38,7 @@ from rlm_dspy.lm import (
     metered_predict,
     prompt_tokens_bound,
     resolve_lm,
+    router_lm,
 )
 from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
@@ -48,8 +49,10 @@ from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field, parse_reply
 from sandbox.prompts import repl_guide
 from sandbox.repl import CellResult
+from sandbox.router import is_router
 from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
+from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
 
 logger = logging.getLogger(__name__)
@@ -116,6 +119,8 @@ class _Run:
         self.rules = None if interpreter is None else _execution_instructions(interpreter, child_factory if owned else None)
         # No sub-LM configured is the cell's problem, not the run's: llm_query answers with the error.
         sub_lm = DSPyLMClient(module.sub_lm if module.sub_lm is not None else dspy.settings.lm)
+        if module.sub_call_cache is not None:
+            sub_lm = CachedLM(sub_lm, module.sub_call_cache)
         # One call is held for `extract` from the start (where the caps leave room for it), so the
         # run can end with typed outputs without ever passing the budget's caps.
         self.extract_hold = hold_last_call(budget)
@@ -153,7 +158,7 @@ class _Run:
         child = RLM("context, query -> answer", max_iters=self.module.max_iters,
                     max_llm_calls=self.module.max_llm_calls, max_output_chars=self.module.max_output_chars,
                     tools=list(self.module.tools.values()), sub_lm=self.module.sub_lm,
-                    sandbox_options=self.module.sandbox_options)
+                    sandbox_options=self.module.sandbox_options, sub_call_cache=self.module.sub_call_cache)
         child.generate_action.lm = getattr(self.module.generate_action, "lm", None)
         child.extract.lm = getattr(self.module.extract, "lm", None)
         interpreter = None if self.child_factory is None else _make_interpreter(self.child_factory)
@@ -201,7 +206,8 @@ class RLM(dspy.Module):
                  budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
                  sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None,
-                 look_before_answer: bool = True, grounding: bool = True):
+                 look_before_answer: bool = True, grounding: bool = True,
+                 sub_call_cache: SubCallCache | None = None):
         super().__init__()
         _check_factory(interpreter_factory, "interpreter_factory")
         self.signature = ensure_signature(signature)
@@ -213,7 +219,8 @@ class RLM(dspy.Module):
             raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
         self.max_iters, self.max_llm_calls, self.max_output_chars = max_iters, max_llm_calls, max_output_chars
         self.verbose = verbose
-        self.sub_lm = sub_lm
+        self.sub_lm = router_lm(sub_lm) if is_router(sub_lm) else sub_lm
+        self.sub_call_cache = sub_call_cache
         self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)
         self._check_names()

@@ -29,7 +29,7 @@ class RouterClient:
     """
 
     def __init__(self, router: Any, model: str | None = None, **completion_kwargs: Any):
-        if not _is_router(router):
+        if not is_router(router):
             raise TypeError(f"RouterClient needs a litellm.Router, got {type(router).__name__}")
         groups = sorted(set(router.get_model_names()))
         if model is None:
@@ -46,7 +46,8 @@ class RouterClient:
     def __repr__(self) -> str:
         return f"RouterClient(model={self.model!r})"
 
-    def _deployment_models(self) -> list[str]:
+    def deployment_models(self) -> list[str]:
+        """The litellm model strings of all the router's deployments (a fallback may take any group)."""
         return [str(d["litellm_params"]["model"]) for d in self.router.get_model_list() or []]
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
@@ -56,19 +57,20 @@ class RouterClient:
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """An upper bound: the priciest deployment of the router (a fallback may answer)."""
-        return max((price_usd(m, prompt_tokens, completion_tokens) for m in self._deployment_models()), default=0.0)
+        return max((price_usd(m, prompt_tokens, completion_tokens) for m in self.deployment_models()), default=0.0)
 
     def input_window(self) -> int | None:
         """The smallest input window among the router's deployments; ``None`` if one is unknown."""
-        windows = [litellm_input_tokens(m) for m in self._deployment_models()]
+        windows = [litellm_input_tokens(m) for m in self.deployment_models()]
         return None if not windows or None in windows else min(windows)  # type: ignore[type-var]
 
 
-def _is_router(value: Any) -> bool:
+def is_router(value: Any) -> bool:
+    """Whether ``value`` is a ``litellm.Router``."""
     litellm = sys.modules.get("litellm")  # a Router exists only where litellm was imported
     return litellm is not None and isinstance(value, litellm.Router)
 
 
 def router_client(model: Any) -> RouterClient | None:
     """``RouterClient(model)`` when ``model`` is a ``litellm.Router``, else ``None``."""
-    return RouterClient(model) if _is_router(model) else None
+    return RouterClient(model) if is_router(model) else None

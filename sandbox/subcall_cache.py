@@ -37,6 +37,9 @@ class SubCallCache:
         self.namespace = namespace
         self.ttl_minutes = ttl_minutes
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SubCallCache:
+        return self  # a shared service, like its store's connection: DSPy deep-copies modules that hold one
+
     @staticmethod
     def key(lm: LMClient, messages: Messages, max_tokens: int) -> str:
         """The hash naming one request: model, settings and messages."""

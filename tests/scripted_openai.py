@@ -59,3 +59,15 @@ class ScriptedOpenAI(OpenAIStub):
     def prompts(self) -> list[str]:
         """The last message of each request, in arrival order."""
         return [r["body"]["messages"][-1]["content"] for r in self.requests]
+
+
+def fallback_router(api_base: str):
+    """A ``litellm.Router`` whose group ``primary`` is down (nothing listens) and falls back to
+    ``backup``: model ``openai/b`` at ``api_base``."""
+    import litellm
+
+    return litellm.Router(model_list=[
+        {"model_name": "primary", "litellm_params": {"model": "openai/a", "api_key": "k",
+                                                     "api_base": "http://127.0.0.1:9/v1"}},  # nothing listens
+        {"model_name": "backup", "litellm_params": {"model": "openai/b", "api_key": "k", "api_base": api_base}}],
+        fallbacks=[{"primary": ["backup"]}], num_retries=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripted_openai import ScriptedOpenAI, is_root, root_turn
+from tests.scripted_openai import ScriptedOpenAI, fallback_router, is_root, root_turn
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("langgraph.checkpoint.postgres", reason="needs the postgres extra: pip install -e '.[postgres]'")
@@ -205,18 +205,11 @@ def test_a_graph_with_cache_sub_calls_answers_a_repeated_prompt_from_the_store()
 
 
 def test_a_router_with_a_failing_endpoint_still_answers():
-    import litellm
-
     from rlm_graph import create_rlm_graph
     from sandbox.router import RouterClient
 
     with ScriptedOpenAI([cell("FINAL(llm_query('ping'))")]) as good:
-        router = litellm.Router(model_list=[
-            {"model_name": "primary", "litellm_params": {"model": "openai/a", "api_key": "k",
-                                                         "api_base": "http://127.0.0.1:9/v1"}},  # nothing listens
-            {"model_name": "backup", "litellm_params": {"model": "openai/b", "api_key": "k",
-                                                        "api_base": good.api_base}}],
-            fallbacks=[{"primary": ["backup"]}], num_retries=0)
+        router = fallback_router(good.api_base)
         client = RouterClient(router, "primary")
         out = create_rlm_graph(client, sub_model=client, look_before_answer=False,
                                grounding=False).invoke({"query": "q", "context": "c"})

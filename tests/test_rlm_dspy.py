@@ -13,6 +13,7 @@ from rlm_dspy import RLM
 from sandbox import Budget, Evaluation
 from tests.dspy_lms import fields, function_lm, script_lm, text_lm
 from tests.openai_stub import OpenAIStub
+from tests.scripted_openai import fallback_router
 
 
 def step(code: str, reasoning: str = "next") -> dict[str, str]:
@@ -310,3 +311,43 @@ def test_a_root_lm_without_a_reply_bound_gets_one(engine, lm_max_tokens, sent):
         body = stub.requests[0]["body"]
     assert out.answer == "ok"
     assert (body.get("max_tokens") or body.get("max_completion_tokens")) == sent
+
+
+# -- a litellm Router and the sub-call cache ------------------------------------------------------
+
+
+def test_a_router_serves_the_root_and_the_sub_calls_through_its_fallback():
+    import litellm
+
+    from rlm_dspy.lm import router_lm
+
+    with OpenAIStub() as good:
+        good.responses = [(200, {**OpenAIStub.completion({"model": "b", "messages": [{"content": ""}]}),
+                                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                     "role": "assistant", "content": ROOT_REPLY.replace(
+                                         "SUBMIT(answer='ok')", "SUBMIT(answer=llm_query('ping'))")}}]})]
+        router = fallback_router(good.api_base)
+        lm = router_lm(router, "primary")
+        out = run(RLM("context, question -> answer", sub_lm=lm, grounding=False), lm, context="abc", question="q")
+        models = [r["body"]["model"] for r in good.requests]
+    assert out.answer == "echo: ping" and out.stop_reason == "final"
+    assert models == ["b", "b"]  # the root call and the sub-call, both answered by the fallback
+    assert out.usage["llm_calls"] == 2 and out.usage["tokens"] > 0
+    single = litellm.Router(model_list=[{"model_name": "g", "litellm_params": {"model": "openai/gpt-4o-mini"}}])
+    assert isinstance(RLM("q -> a", sub_lm=single).sub_lm, dspy.LM)  # a one-group Router is a sub_lm as it is
+
+
+def test_the_sub_call_cache_answers_a_repeated_prompt_uncharged_across_runs():
+    from langgraph.store.memory import InMemoryStore
+
+    from sandbox.subcall_cache import SubCallCache
+
+    sub = text_lm(str.upper)
+    rlm = RLM("context -> answer", sub_lm=sub, grounding=False, sub_call_cache=SubCallCache(InMemoryStore()))
+    assert copy.deepcopy(rlm).sub_call_cache is rlm.sub_call_cache  # optimizers' copies share it
+    outs = [run(rlm, script_lm(step("SUBMIT(llm_query('same prompt'))")), context="c") for _ in range(2)]
+    assert [o.answer for o in outs] == ["SAME PROMPT"] * 2
+    assert len(sub.scripted.prompts) == 1  # the second run was answered from the store
+    cached = [bool(e.get("cached")) for o in outs for e in o.events["events"] if e["kind"] == "sub_call"]
+    assert cached == [False, True]
+    assert outs[1].usage["llm_calls"] == outs[0].usage["llm_calls"] - 1
