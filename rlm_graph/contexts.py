@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 
 from langgraph.store.base import BaseStore, GetOp, PutOp
 
@@ -89,3 +91,40 @@ def get_context(store: BaseStore, ref: str) -> Context:
     if context_ref(context) != ref:
         raise ValueError(f"the store's copy of context {ref} does not match its hash; put it again")
     return context
+
+
+def delete_context(store: BaseStore, ref: str) -> None:
+    """Remove the context stored under ``ref`` (``meta`` first: a partial one reads as absent)."""
+    namespace = _namespace(ref)
+    meta = store.get(namespace, "meta")
+    if meta is None:
+        return
+    store.delete(namespace, "meta")
+    store.batch([PutOp(namespace, str(i), None) for i in range(int(meta.value["chunks"]))])
+
+
+class KeptContexts:
+    """The contexts kept in a store only this process uses (a graph's default ``InMemoryStore``):
+    the ``limit`` most recently used; older ones are deleted.
+
+    Without it, a long-lived graph serving many documents would keep every one of them in
+    memory. A run paused (or checkpointed) while ``limit`` newer contexts came cannot resume
+    from this store: give such a graph a store of its own (``store=``).
+    """
+
+    def __init__(self, store: BaseStore, limit: int = 16):
+        self.store = store
+        self.limit = limit
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, context: Context) -> str:
+        """:func:`put_context`, then delete the least recently used contexts past ``limit``."""
+        ref = put_context(self.store, context)
+        with self._lock:
+            self._recent[ref] = None
+            self._recent.move_to_end(ref)
+            stale = [self._recent.popitem(last=False)[0] for _ in range(len(self._recent) - self.limit)]
+        for old in stale:
+            delete_context(self.store, old)
+        return ref

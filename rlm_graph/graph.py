@@ -37,7 +37,7 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command, Overwrite, interrupt
 
 from rlm_graph.chat_model import as_client
-from rlm_graph.contexts import get_context, put_context
+from rlm_graph.contexts import KeptContexts, get_context, put_context
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.context import Context, check_context, describe_context
@@ -209,6 +209,10 @@ class RLMGraph(CompiledStateGraph):
     after the first to a SIGKILL.) Pass ``durability=`` to choose otherwise.
     """
 
+    def __init__(self, *, kept_contexts: KeptContexts | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kept_contexts = kept_contexts  # set when the store is the graph's own InMemoryStore
+
     def _stash_context(self, input: Any) -> Any:
         if not isinstance(input, Mapping):
             return input  # None (continue from a checkpoint) or a Command
@@ -217,7 +221,9 @@ class RLMGraph(CompiledStateGraph):
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
         if "context" in input:
-            input["context_ref"] = put_context(self.store, check_context(input.pop("context")))
+            context = check_context(input.pop("context"))
+            input["context_ref"] = (self.kept_contexts.put(context) if self.kept_contexts is not None
+                                    else put_context(self.store, context))
         elif not isinstance(input.get("context_ref"), str):
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
         return input
@@ -744,8 +750,10 @@ def create_rlm_graph(
         raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    kept_contexts = None
     if store is None:
         store = InMemoryStore()
+        kept_contexts = KeptContexts(store)
     elif not isinstance(store, BaseStore):
         raise TypeError(f"store must be a LangGraph BaseStore (InMemoryStore, PostgresStore, SqliteStore), "
                         f"got {type(store).__name__}")
@@ -775,6 +783,7 @@ def create_rlm_graph(
     builder.add_edge(START, "prepare")
     builder.add_edge("finalize", END)
     compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
-    graph = RLMGraph(**{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
+    graph = RLMGraph(kept_contexts=kept_contexts, **{k: v for k, v in compiled.__dict__.items()
+                                                     if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
     return graph

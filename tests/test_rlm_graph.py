@@ -455,3 +455,26 @@ def test_an_overlong_conversation_sheds_its_oldest_exchange():
     out = graph.invoke({"query": "q", "context": "c"})
     assert out["answer"] == 2 and out["stop_reason"] == "final"
     assert any(e["kind"] == "note" and "window" in e["message"] for e in out["trajectory"]["events"])
+
+
+def stored_contexts(store) -> int:
+    return sum(store.get(ns, "meta") is not None for ns in store.list_namespaces(prefix=("rlm", "contexts"),
+                                                                                  limit=10_000))
+
+
+def test_a_long_lived_graph_on_its_default_store_keeps_only_recent_contexts():
+    """A service builds the graph once and serves many documents: memory must not grow with each."""
+    from langgraph.store.memory import InMemoryStore
+
+    from rlm_graph.contexts import KeptContexts
+
+    replies = [cell("FINAL(len(context))")] * 40
+    own = create_rlm_graph(script(*replies), sub_model=upper_lm())
+    given = InMemoryStore()
+    shared = create_rlm_graph(script(*replies), sub_model=upper_lm(), store=given)
+    for i in range(KeptContexts(given).limit + 4):
+        document = f"document {i:02d} " * 10
+        assert own.invoke({"query": "q", "context": document})["answer"] == len(document)
+        shared.invoke({"query": "q", "context": document})
+    assert stored_contexts(own.store) == KeptContexts(given).limit
+    assert stored_contexts(given) == KeptContexts(given).limit + 4  # a store the caller gave is theirs
