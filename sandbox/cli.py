@@ -219,12 +219,11 @@ def report(result: dict[str, Any], trace: str | None) -> str:
     """The human-readable result: the answer (once), why the run stopped, usage, the trace file."""
     usage = result.get("usage") or {}
     answer, reason = result.get("answer"), result.get("stop_reason")
+    partial = "" if reason in COMPLETE or answer is None else " (the answer is partial)"
     if answer is None:
-        answer_line = "Answer: no answer yet" if reason == "interrupted" else "Answer: none (the run stopped first)"
-    else:
-        answer_line = f"Answer{'' if reason in COMPLETE else ' (partial)'}: {answer}"
+        answer = "no answer yet" if reason == "interrupted" else "none (the run stopped first)"
     cost = f"${usage['cost_usd']:.4f}, " if "cost_usd" in usage else ""
-    lines = ["", answer_line, f"Stopped: {reason} after {result.get('iterations')} iterations",
+    lines = ["", f"Answer: {answer}", f"Stopped: {reason} after {result.get('iterations')} iterations{partial}",
              f"Usage: {usage.get('llm_calls', 0)} LM calls, {usage.get('tokens', 0):,} tokens "
              f"({usage.get('prompt_tokens', 0):,} in, {usage.get('completion_tokens', 0):,} out), "
              f"{cost}{usage.get('seconds', 0):.1f} s"]

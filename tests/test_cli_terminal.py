@@ -186,7 +186,8 @@ def test_ctrl_c_stops_cleanly_with_the_partial_answer_and_the_trace(terminal, tm
     assert waited < 30  # it waited neither for the model's reply nor for the cell
     assert screen.count("rlm: interrupted") == 1
     assert "Traceback" not in screen and "KeyboardInterrupt" not in screen
-    assert "Answer (partial): partial: alpha beta" in screen and "Stopped: interrupted" in screen
+    assert "Answer: partial: alpha beta" in screen and "Stopped: interrupted after 2 iterations (the answer is " \
+        "partial)" in screen
     saved = json.loads(trace.read_text())
     assert saved["stop_reason"] == "interrupted" and saved["answer"] == "partial: alpha beta"
     assert any(e["kind"] == "cell" for e in saved["trajectory"]["events"])

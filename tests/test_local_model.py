@@ -117,6 +117,18 @@ def test_one_embedded_server_per_process_however_many_threads_ask(no_process_ser
     assert len(no_process_server) == 1 and len(set(endpoints)) == 1 and len(endpoints) == 8
 
 
+def test_create_rlm_graph_takes_local(warm, no_process_server, monkeypatch):
+    from rlm_graph import create_rlm_graph
+
+    monkeypatch.setenv("RLM_LOCAL_PORT", str(warm.port))
+    create_rlm_graph("local")
+    assert no_process_server == []  # the warm one
+    monkeypatch.setenv("RLM_LOCAL_PORT", "9")
+    create_rlm_graph("local", sub_model="local")
+    create_rlm_graph("local")
+    assert len(no_process_server) == 1  # then this process's own, once
+
+
 def test_local_comes_without_api_base_or_key():
     with pytest.raises(ValueError, match="model='local' is the embedded model"):
         as_lm_client("local", api_base="http://127.0.0.1:1/v1")
