@@ -310,14 +310,14 @@ def as_lm_client(model: Any, **kwargs: Any) -> LMClient:
     Args:
         model: a litellm model string; ``"local"`` for the embedded model (the one ``rlm serve``
             keeps warm, else one started for this process, see :func:`sandbox.local.local_endpoint`);
-            or an :class:`LMClient`.
+            an :class:`LMClient`; or a ``litellm.Router``.
         **kwargs: :class:`LiteLLMClient` options for a string (``api_base``, ``api_key``, ...).
 
     Returns:
         The client.
 
     Raises:
-        TypeError: ``model`` is neither a string nor an :class:`LMClient`.
+        TypeError: ``model`` is none of these.
         ValueError: litellm cannot route the string, or ``"local"`` came with an ``api_base``/``api_key``.
         sandbox.local.LocalModelError: ``"local"``, and the embedded model cannot be started.
     """

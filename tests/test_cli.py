@@ -64,7 +64,6 @@ def test_ask_with_the_dspy_engine(stub, document, capsys):
     assert code == 0 and "Answer: via dspy" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, reason="the DSPy engine's lm_call events carry no token counts yet (rlm_dspy/rlm.py)")
 def test_the_dspy_engine_shows_the_root_calls_tokens(stub, document, capsys):
     stub.responses = [completion("[[ ## reasoning ## ]]\nr\n\n[[ ## code ## ]]\n```python\nSUBMIT(answer=context[:2])\n"
                                  "```\n\n[[ ## completed ## ]]")]
