@@ -4,7 +4,7 @@ Sub-calls (``llm_query``...) go through :class:`DSPyLMClient`, an
 :class:`~sandbox.lm.LMClient` over a ``dspy.LM``. The root's calls stay DSPy
 predictor calls (so optimizers can tune them); :func:`metered_predict` reserves
 budget from the exact prompt the adapter will send and commits the usage DSPy
-tracked.
+tracked. :func:`local_lm` is a ``dspy.LM`` for the embedded local model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,31 @@ from sandbox.aio import CallTimedOut, call_with_timeout
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, completion_from_response, estimate_prompt_tokens,
                         litellm_input_tokens, price_usd)
+from sandbox.local import local_endpoint
 from sandbox.router import RouterClient
+
+LOCAL_MAX_TOKENS = 1024  # local_lm's reply cap: the embedded model's window is 8,192 tokens, prompt included
+
+
+def local_lm(**kwargs: Any) -> dspy.LM:
+    """A ``dspy.LM`` for the embedded model: the one ``rlm serve`` keeps warm, else one started for
+    this process (see :func:`sandbox.local.local_endpoint`).
+
+    It uses DSPy's litellm engine, which sends ``max_tokens`` (the default engine sends
+    ``max_completion_tokens``, which llama.cpp ignores), and a placeholder API key.
+
+    Args:
+        **kwargs: ``dspy.LM`` options (``temperature``, ``cache``...); ``max_tokens`` defaults to 1024.
+
+    Returns:
+        The LM, e.g. for ``dspy.configure(lm=local_lm())`` or ``rlm_dspy.RLM(..., sub_lm=local_lm())``.
+
+    Raises:
+        sandbox.local.LocalModelError: the embedded model is not installed or failed to start.
+    """
+    endpoint = local_endpoint()
+    options = {"engine": "litellm", "max_tokens": LOCAL_MAX_TOKENS, **kwargs}
+    return dspy.LM(endpoint.model, api_base=endpoint.api_base, api_key=endpoint.api_key, **options)
 
 
 def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:

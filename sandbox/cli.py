@@ -1,33 +1,49 @@
-"""The ``rlm`` command: ask a question about a long document, or run the benchmark suite.
+"""The ``rlm`` command: ask a question about a long document, keep the embedded model warm, run the benchmarks.
 
     rlm ask "Which vendor was late twice?" --context report.txt [--model openai/gpt-4o-mini]
-    rlm bench --quick
+    rlm serve          # keep the embedded model warm on 127.0.0.1:8788; later runs start in seconds
+    rlm bench --quick  # the long-context suite (rlm bench --help for its options)
 
-Without ``--model`` it starts the embedded local model (``sandbox.local``) on 127.0.0.1
-and stops it afterwards. Exit codes: 0 answered, 1 stopped by a budget or the iteration
-cap (the partial answer is still printed), 2 bad input, 3 model not reachable.
+Without ``--model`` (or ``RLM_MODEL``) it uses the embedded local model (``sandbox.local``): the
+one ``rlm serve`` keeps warm, else one started on 127.0.0.1 for this run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
+import os
 import runpy
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from sandbox.budget import Budget
-from sandbox.local import LocalModelError, LocalModelServer
+from sandbox.lm import LOCAL_MODEL, LiteLLMClient, default_api_key
+from sandbox.local import DEFAULT_PORT, PORT_ENV, STARTING_NOTICE, LocalModelError, LocalModelServer, endpoint_of, \
+    serve_port, served_at, warm_endpoint
 from sandbox.progress import ProgressDisplay
 from sandbox.redact import redact
 
 BUDGET_KEYS = ("max_iterations", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
+NOT_BUDGET_KEYS = {"max_depth": "--max-depth"}  # caps that are options of their own
 COMPLETE = ("final", "accepted", "no_improvement", "max_refinements")
-LOCAL_API_KEY = "sk-local-no-key"
+MODEL_ENV, API_BASE_ENV = "RLM_MODEL", "RLM_API_BASE"
+T = TypeVar("T")
+WAIT_STEP_SECONDS = 0.2
+EXIT_INTERRUPTED = 130  # what shells report for a command ended by Ctrl-C (128 + SIGINT)
+EXIT_CODES = ("exit codes: 0 answered; 1 stopped by a budget or the iteration cap (the partial answer is "
+              "printed); 2 bad input; 3 model not reachable; 130 interrupted (Ctrl-C; the partial answer is "
+              "printed and --trace written)")
+UNREACHABLE = ("APIConnectionError", "InternalServerError", "ServiceUnavailableError", "Timeout")
+MODEL_HINT = ("give provider/model, e.g. openai/gpt-4o-mini; or --api-base URL for an OpenAI-compatible "
+              "server, with --model openai/<name>")
 
 
 class UsageError(Exception):
@@ -41,6 +57,9 @@ def read_context(source: str) -> str:
         name = "standard input"
     else:
         path = Path(source)
+        if path.is_dir():
+            raise UsageError(f"--context {source} is a directory; give one text file "
+                             f"(to ask about several, join them: cat {source.rstrip('/')}/*.txt > all.txt)")
         if not path.is_file():
             raise UsageError(f"context file not found: {source}")
         data = path.read_bytes()
@@ -60,6 +79,8 @@ def parse_budget(items: list[str]) -> Budget:
     limits: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
+        if key in NOT_BUDGET_KEYS:
+            raise UsageError(f"--budget {item}: {key} is not a budget cap; use {NOT_BUDGET_KEYS[key]} {value or 'N'}")
         if not sep or key not in BUDGET_KEYS:
             raise UsageError(f"--budget takes KEY=VALUE with KEY one of {', '.join(BUDGET_KEYS)}; got {item!r}")
         try:
@@ -72,6 +93,17 @@ def parse_budget(items: list[str]) -> Budget:
         raise UsageError(str(exc)) from None
 
 
+def check_model(model: str, option: str) -> None:
+    """Refuse a model string litellm cannot route, before anything starts."""
+    if model == LOCAL_MODEL:
+        return
+    try:
+        LiteLLMClient(model)  # the constructor checks that litellm knows the provider
+    except ValueError:
+        source = f"${MODEL_ENV}" if option == "--model" and model == os.environ.get(MODEL_ENV) else option
+        raise UsageError(f"{source} {model!r} is not a model litellm knows: {MODEL_HINT}") from None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     model: str
@@ -82,15 +114,38 @@ class Endpoint:
 
 @contextlib.contextmanager
 def model_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
-    """The model named on the command line, or the embedded local model started for this run."""
-    if args.model:
-        # OpenAI-compatible local servers ignore the key, but the client refuses to run without one.
-        key = args.api_key or (LOCAL_API_KEY if args.api_base else None)
-        yield Endpoint(args.model, args.sub_model or args.model, args.api_base, key)
+    """The model named on the command line, or the embedded one (``rlm serve``'s, else one started
+    for the ``with`` block).
+
+    ``args`` needs ``model``, ``sub_model``, ``api_base`` and ``api_key`` (``None`` or ``"local"``
+    for the embedded model); ``quiet`` (optional) silences the start-up notices.
+    """
+    model = args.model or LOCAL_MODEL
+    sub_model = args.sub_model or model
+    if LOCAL_MODEL not in (model, sub_model):
+        yield Endpoint(model, sub_model, args.api_base, default_api_key(model, args.api_base, args.api_key))
         return
-    print("starting the embedded local model on 127.0.0.1 (first run assembles it; ~1 min)...", file=sys.stderr)
-    with LocalModelServer() as server:
-        yield Endpoint(server.model, server.model, server.api_base, LOCAL_API_KEY)
+    if model != sub_model:
+        raise UsageError("the embedded model (local) cannot be mixed with another model in one run; "
+                         "give both --model and --sub-model as local, or neither")
+    if args.api_base:
+        raise UsageError(f"--api-base {args.api_base} needs a model served there: --model openai/<name> "
+                         "(the embedded model, local, needs no --api-base)")
+    tell = (lambda message: None) if getattr(args, "quiet", False) else notify
+    warm = warm_endpoint()
+    if warm is not None:
+        tell(f"using the embedded model that `rlm serve` keeps warm at {warm.api_base}")
+        yield Endpoint(warm.model, warm.model, warm.api_base, warm.api_key)
+        return
+    tell(STARTING_NOTICE)
+    with LocalModelServer().start(tell) as server:
+        local = endpoint_of(server)
+        yield Endpoint(local.model, local.model, local.api_base, local.api_key)
+
+
+def notify(message: str) -> None:
+    """Tell the user, on stderr, what is about to take a while."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def run_graph(question: str, context: str, endpoint: Endpoint, budget: Budget, max_depth: int,
@@ -129,84 +184,260 @@ def run_dspy(question: str, context: str, endpoint: Endpoint, budget: Budget, ma
             "usage": out.usage, "trajectory": out.events}
 
 
-def report(result: dict[str, Any]) -> str:
+def run_interruptibly(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` on a daemon thread while the main thread waits in short steps.
+
+    Ctrl-C's signal may land on any thread, and Python raises ``KeyboardInterrupt`` only in the
+    main one, when it next runs: waiting in steps makes that within a fifth of a second, not
+    when the model's reply comes. An interrupted run's thread is left to :func:`leave_now`.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread as is
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="rlm-run", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(WAIT_STEP_SECONDS)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def interrupted(progress: ProgressDisplay) -> dict[str, Any]:
+    """The result of a run stopped by Ctrl-C: what its events showed (the best partial answer,
+    the iterations, the calls and tokens, the events themselves)."""
+    return {"answer": progress.partial_answer(), "stop_reason": "interrupted", "iterations": progress.iteration,
+            "usage": progress.usage(), "trajectory": progress.trajectory()}
+
+
+def report(result: dict[str, Any], trace: str | None) -> str:
+    """The human-readable result: the answer (once), why the run stopped, usage, the trace file."""
     usage = result.get("usage") or {}
-    return "\n".join([
-        "", f"Answer: {result.get('answer')}",
-        f"Stopped: {result.get('stop_reason')} after {result.get('iterations')} iterations",
-        f"Usage: {usage.get('llm_calls', 0)} LM calls, {usage.get('tokens', 0):,} tokens "
-        f"({usage.get('prompt_tokens', 0):,} in, {usage.get('completion_tokens', 0):,} out), "
-        f"${usage.get('cost_usd', 0):.4f}, {usage.get('seconds', 0):.1f} s",
-    ])
+    answer, reason = result.get("answer"), result.get("stop_reason")
+    partial = "" if reason in COMPLETE or answer is None else " (the answer is partial)"
+    if answer is None:
+        answer = "no answer yet" if reason == "interrupted" else "none (the run stopped first)"
+    cost = f"${usage['cost_usd']:.4f}, " if "cost_usd" in usage else ""
+    lines = ["", f"Answer: {answer}", f"Stopped: {reason} after {result.get('iterations')} iterations{partial}",
+             f"Usage: {usage.get('llm_calls', 0)} LM calls, {usage.get('tokens', 0):,} tokens "
+             f"({usage.get('prompt_tokens', 0):,} in, {usage.get('completion_tokens', 0):,} out), "
+             f"{cost}{usage.get('seconds', 0):.1f} s"]
+    return "\n".join([*lines, f"Trace: {trace}"] if trace else lines)
+
+
+def model_failure(exc: BaseException, endpoint: Endpoint) -> str | None:
+    """One line saying what went wrong with the model and what to do, for the errors that mean
+    it cannot be used at all (also when wrapped, as DSPy wraps litellm's); ``None`` for others."""
+    while exc is not None and type(exc).__name__ not in (*UNREACHABLE, "AuthenticationError", "NotFoundError"):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return None
+    name = type(exc).__name__
+    detail = redact(str(exc).rsplit(" - ", 1)[-1].strip(), limit=200)
+    if name in UNREACHABLE:
+        if endpoint.api_base:
+            return (f"cannot reach the model server at {endpoint.api_base} ({name}: {detail}); is a server "
+                    "running at that URL?")
+        return f"cannot reach {endpoint.model} ({name}: {detail}); check the network connection"
+    if name == "AuthenticationError":
+        return (f"{endpoint.model} refused the API key ({detail}); pass --api-key, or set the provider's "
+                "variable, e.g. OPENAI_API_KEY")
+    if name == "NotFoundError":
+        return f"the server does not know model {endpoint.model} ({detail}); check --model"
+    return None
 
 
 def ask(args: argparse.Namespace) -> int:
+    if not args.question.strip():
+        raise UsageError('the question is empty; ask something, e.g. rlm ask "Which vendor was late twice?" '
+                         '--context report.txt')
+    for option, model in (("--model", args.model), ("--sub-model", args.sub_model)):
+        if model:
+            check_model(model, option)
+    if args.trace and not Path(args.trace).resolve().parent.is_dir():
+        raise UsageError(f"--trace {args.trace}: the folder {Path(args.trace).resolve().parent} does not exist")
     context = read_context(args.context)
     budget = parse_budget(args.budget)
     engine = run_graph if args.engine == "graph" else run_dspy
-    progress = ProgressDisplay(out=sys.stderr)
+    progress = ProgressDisplay(sys.stderr, quiet=args.quiet, show_answer=False)  # the report gives it, once
     with model_endpoint(args) as endpoint:
-        result = engine(args.question, context, endpoint, budget, args.max_depth, progress)
-    print(report(result))
+        try:
+            with progress:
+                result = run_interruptibly(engine, args.question, context, endpoint, budget, args.max_depth,
+                                           progress)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
+            print("rlm: interrupted", file=sys.stderr)
+            result = interrupted(progress)
+        except Exception as exc:
+            failure = model_failure(exc, endpoint)
+            if failure is None:
+                raise
+            print(f"rlm: {failure}", file=sys.stderr)
+            return 3
     if args.trace:
         Path(args.trace).write_text(json.dumps(result, indent=2, default=str))
-        print(f"Trace: {args.trace}")
+    if args.json:
+        print(json.dumps({**{k: result.get(k) for k in ("answer", "stop_reason", "iterations", "usage")},
+                          "trace": args.trace}, default=str))
+    else:
+        print(report(result, args.trace))
+    if result.get("stop_reason") == "interrupted":
+        return EXIT_INTERRUPTED
     return 0 if result.get("stop_reason") in COMPLETE else 1
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(args: argparse.Namespace) -> int:
+    port = serve_port(args.port)
+    if served_at(port):
+        raise UsageError(f"the embedded model is already served at http://127.0.0.1:{port}/v1 (another "
+                         "`rlm serve`); use that one, or pass --port for a second")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        print(f"starting the embedded model on 127.0.0.1:{port} (about 10 s)...", file=sys.stderr, flush=True)
+        with LocalModelServer(port=port).start(notify) as server:
+            print(f"serving the embedded model at {server.api_base} (model {server.model}); `rlm ask` and "
+                  f"model=\"local\" in Python use it while it runs. Ctrl-C to stop.", file=sys.stderr, flush=True)
+            code = server.wait()
+        raise LocalModelError(f"the model server exited with code {code}")
+    except KeyboardInterrupt:
+        print("rlm serve: stopped", file=sys.stderr)
+        return 0
 
 
 def bench(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "long_context.py"
     if not script.is_file():
         raise UsageError("`rlm bench` runs benchmarks/long_context.py from a source checkout; it was not found")
-    sys.argv = [str(script), *args.bench_args]
-    runpy.run_path(str(script), run_name="__main__")
+    suite = runpy.run_path(str(script), run_name="long_context")
+    program, sys.argv[0] = sys.argv[0], "rlm bench"  # what the suite's parser calls itself in --help and errors
+    try:
+        suite["main"](args.bench_args)
+    finally:
+        sys.argv[0] = program
     return 0
 
 
+def installed_version() -> str:
+    try:
+        return importlib.metadata.version("rlm-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown: the rlm-runtime distribution is not installed; pip install -e . in the checkout)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlm", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    ask_parser = commands.add_parser("ask", help="answer a question about a long context")
-    ask_parser.add_argument("question")
-    ask_parser.add_argument("--context", required=True, help="a text file, or - for standard input")
-    ask_parser.add_argument("--model", help="litellm model string (default: the embedded local model)")
-    ask_parser.add_argument("--sub-model", help="litellm model string for sub-calls (default: --model)")
-    ask_parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
+    parser = argparse.ArgumentParser(prog="rlm", epilog=EXIT_CODES, description="Ask a question about a long "
+                                     "document with a Recursive Language Model, keep the embedded model warm, or "
+                                     "run the benchmarks.")
+    parser.add_argument("--version", action="version", version=f"rlm {installed_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,serve,bench}")
+    default_model = os.environ.get(MODEL_ENV) or None
+    ask_parser = commands.add_parser(
+        "ask", help="answer a question about a long context", epilog=EXIT_CODES,
+        description="Answer a question about a long context with a Recursive Language Model.")
+    ask_parser.add_argument("question", help="the question to answer")
+    ask_parser.add_argument("--context", required=True, metavar="FILE",
+                            help="the text to ask about: a UTF-8 file, or - for standard input")
+    ask_parser.add_argument("--model", default=default_model,
+                            help=f"litellm model string, e.g. openai/gpt-4o-mini, or local for the embedded model "
+                                 f"(default: ${MODEL_ENV}, else local; now: {default_model or 'local'})")
+    ask_parser.add_argument("--sub-model", help="model for sub-calls (llm_query...) (default: --model)")
+    ask_parser.add_argument("--api-base", default=os.environ.get(API_BASE_ENV) or None, metavar="URL",
+                            help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1, with "
+                                 f"--model openai/<name> (default: ${API_BASE_ENV}, else the provider's own)")
     ask_parser.add_argument("--api-key", help="API key for --model (default: the provider's usual environment "
-                                              "variable; a placeholder for --api-base servers)")
-    ask_parser.add_argument("--max-depth", type=int, default=1, help="how deep rlm_query may recurse")
+                                              "variable, e.g. OPENAI_API_KEY; a placeholder for --api-base servers)")
+    ask_parser.add_argument("--max-depth", type=int, default=1,
+                            help="how many levels of child RLMs rlm_query may start (default: 1)")
     ask_parser.add_argument("--budget", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"a cap, repeatable; KEY one of {', '.join(BUDGET_KEYS)}")
-    ask_parser.add_argument("--engine", choices=("graph", "dspy"), default="graph")
-    ask_parser.add_argument("--trace", help="write the answer, usage and trajectory to this JSON file")
+                            help=f"a cap, repeatable; KEY one of {', '.join(BUDGET_KEYS)} "
+                                 "(default: no caps; at most 20 iterations)")
+    ask_parser.add_argument("--engine", choices=("graph", "dspy"), default="graph",
+                            help="run on LangGraph (graph) or DSPy (dspy) (default: graph)")
+    ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and trajectory to this "
+                                                            "JSON file, also when interrupted (default: none)")
+    ask_parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout "
+                            "(answer, stop_reason, iterations, usage, trace) instead of the report")
+    ask_parser.add_argument("--quiet", action="store_true", help="show no progress on stderr (errors still)")
     ask_parser.set_defaults(run=ask)
-    bench_parser = commands.add_parser("bench", help="run the long-context benchmark suite "
-                                                     "(options: see `rlm bench --help-suite`)")
+    serve_parser = commands.add_parser(
+        "serve", help="keep the embedded model warm for `rlm ask` and model=\"local\" (until Ctrl-C)",
+        description="Serve the embedded model on a fixed 127.0.0.1 port until Ctrl-C or SIGTERM; `rlm ask` and "
+                    "the Python APIs (model=\"local\") use it while it runs instead of starting their own.")
+    serve_parser.add_argument("--port", type=int, default=None,
+                              help=f"the loopback port (default: ${PORT_ENV}, else {DEFAULT_PORT})")
+    serve_parser.set_defaults(run=serve)
+    bench_parser = commands.add_parser("bench", add_help=False, help="run the long-context benchmark suite "
+                                                                     "(options: rlm bench --help)")
     bench_parser.set_defaults(run=bench)
     return parser
 
 
+def leave_now(code: int) -> NoReturn:
+    """Exit at once after Ctrl-C, with nothing left running.
+
+    An engine's threads may still wait on an LM reply (up to the client's timeout); a normal
+    exit would wait for them. So this stops this process's own children (the sandbox workers,
+    an embedded model server it started), flushes, and exits without waiting.
+    """
+    for pid in _child_pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)  # the workers and the model server lead their own groups
+            else:
+                os.kill(pid, signal.SIGKILL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _child_pids() -> list[int]:
+    """This process's children, from /proc (elsewhere none: the workers end when their pipes close)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.append(int(stat.parent.name))
+    return children
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``rlm`` command; returns its exit code (after Ctrl-C it exits the process itself).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 answered, 1 stopped by a cap, 2 bad input, 3 model not reachable.
+    """
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command != "bench" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.bench_args = [a if a != "--help-suite" else "--help" for a in rest]
+    args.bench_args = rest
     try:
-        return args.run(args)
+        code = args.run(args)
+    except KeyboardInterrupt:
+        print("rlm: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"rlm: {exc}", file=sys.stderr)
         return 2
     except LocalModelError as exc:
         print(f"rlm: the embedded model is not available: {exc}", file=sys.stderr)
         return 3
-    except Exception as exc:  # noqa: BLE001 - turn provider failures into one actionable line
-        if type(exc).__name__ in ("APIConnectionError", "InternalServerError", "ServiceUnavailableError",
-                                  "Timeout", "NotFoundError", "AuthenticationError"):
-            print(f"rlm: cannot use model {getattr(args, 'model', None) or 'local'}: {type(exc).__name__}: "
-                  f"{redact(str(exc), limit=300)}", file=sys.stderr)
-            return 3
-        raise
+    if code == EXIT_INTERRUPTED:
+        leave_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 from sandbox.budget import Budget, BudgetExceeded, Reservation
 
 Messages = list[dict[str, str]]
+LOCAL_MODEL = "local"  # the model string that means the embedded model (see sandbox.local.local_endpoint)
+PLACEHOLDER_API_KEY = "sk-local-no-key"  # OpenAI-compatible local servers ignore the key; clients insist on one
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
 CHARS_PER_TOKEN = 4  # what a token of English text averages; turns a window in tokens into characters
 ROOT_MAX_TOKENS = 2048  # the longest root reply, where neither the caller nor the LM sets a bound
@@ -45,6 +47,15 @@ class LMClient(Protocol):
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
         """Answer a chat; never produce more than ``max_tokens`` tokens."""
         ...
+
+
+def import_litellm() -> Any:
+    """``litellm``, imported on first use and told not to print its "Give Feedback / Get Help"
+    banner to stdout on every failed call (the errors themselves still say what went wrong)."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
 
 
 def estimate_prompt_tokens(messages: Messages) -> int:
@@ -98,7 +109,7 @@ def litellm_input_tokens(model: str) -> int | None:
     Returns:
         The window in tokens, or ``None`` for a model the map does not list (local models).
     """
-    import litellm
+    litellm = import_litellm()
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list for unknown models
@@ -177,7 +188,9 @@ class LiteLLMClient:
     """An :class:`LMClient` over ``litellm.acompletion`` with retries on transient errors.
 
     ``model`` is any litellm model string (``"openai/gpt-4o-mini"``,
-    ``"openai/local"`` with ``api_base="http://127.0.0.1:8080/v1"``). Rate limits,
+    ``"openai/local"`` with ``api_base="http://127.0.0.1:8080/v1"``). With ``api_base`` and
+    no ``api_key`` (none given, none in the provider's environment variable) it sends a
+    placeholder key, which local OpenAI-compatible servers ignore. Rate limits,
     timeouts, connection errors and 5xx are retried ``max_retries`` times with
     jittered exponential backoff; other errors are raised at once.
     """
@@ -192,7 +205,7 @@ class LiteLLMClient:
         _check_routable(model)
         self.model = model
         self.api_base = api_base
-        self._api_key = api_key  # kept off repr() and out of every error that crosses a boundary
+        self._api_key = default_api_key(model, api_base, api_key)  # kept off repr() and out of every error that crosses a boundary
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -203,7 +216,7 @@ class LiteLLMClient:
         return f"LiteLLMClient({self.model!r}{base})"
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
-        import litellm
+        litellm = import_litellm()
 
         transient = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
                      litellm.ServiceUnavailableError, litellm.InternalServerError)
@@ -246,7 +259,7 @@ def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _prices_per_million(model: str) -> tuple[float, float]:
-    import litellm
+    litellm = import_litellm()
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list for unknown models
@@ -258,7 +271,7 @@ def _prices_per_million(model: str) -> tuple[float, float]:
 
 
 def _check_routable(model: str) -> None:
-    import litellm
+    litellm = import_litellm()
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a provider list on failure
@@ -269,8 +282,54 @@ def _check_routable(model: str) -> None:
                          "OpenAI-compatible server") from None
 
 
+def default_api_key(model: str, api_base: str | None, api_key: str | None) -> str | None:
+    """The key to send: ``api_key``; else, for an ``api_base`` server when the provider's
+    environment variable (``OPENAI_API_KEY``...) is not set either, a placeholder (local
+    OpenAI-compatible servers ignore the key, but OpenAI clients refuse to call without one).
+
+    Args:
+        model: the litellm model string.
+        api_base: the server's base URL, or ``None`` for the provider's own.
+        api_key: the key the caller gave, if any.
+
+    Returns:
+        The key, or ``None`` to let litellm read the provider's environment variable.
+    """
+    if api_key is not None or api_base is None:
+        return api_key
+    try:
+        in_environment = bool(import_litellm().validate_environment(model).get("keys_in_environment"))
+    except Exception:  # noqa: BLE001 - litellm raises several types for models it cannot place
+        in_environment = False
+    return None if in_environment else PLACEHOLDER_API_KEY
+
+
 def as_lm_client(model: Any, **kwargs: Any) -> LMClient:
-    """A litellm model string or an object already speaking :class:`LMClient`."""
+    """An :class:`LMClient` for a model named by a string, or the object itself if it already is one.
+
+    Args:
+        model: a litellm model string; ``"local"`` for the embedded model (the one ``rlm serve``
+            keeps warm, else one started for this process, see :func:`sandbox.local.local_endpoint`);
+            an :class:`LMClient`; or a ``litellm.Router``.
+        **kwargs: :class:`LiteLLMClient` options for a string (``api_base``, ``api_key``, ...).
+
+    Returns:
+        The client.
+
+    Raises:
+        TypeError: ``model`` is none of these.
+        ValueError: litellm cannot route the string, or ``"local"`` came with an ``api_base``/``api_key``.
+        sandbox.local.LocalModelError: ``"local"``, and the embedded model cannot be started.
+    """
+    if model == LOCAL_MODEL:
+        from sandbox.local import local_endpoint
+
+        if kwargs.get("api_base") is not None or kwargs.get("api_key") is not None:
+            raise ValueError("model='local' is the embedded model, which needs no api_base or api_key; for "
+                             "another OpenAI-compatible server pass model='openai/<name>' with api_base=...")
+        endpoint = local_endpoint()
+        options = {k: v for k, v in kwargs.items() if k not in ("api_base", "api_key")}
+        return LiteLLMClient(endpoint.model, api_base=endpoint.api_base, api_key=endpoint.api_key, **options)
     if isinstance(model, str):
         return LiteLLMClient(model, **kwargs)
     if isinstance(model, LMClient):

@@ -34,15 +34,24 @@ def document(tmp_path):
 
 
 def test_ask_with_the_graph_engine(stub, document, tmp_path, capsys):
-    stub.responses = [completion("```repl\nprint(len(context))\n```"), completion("```repl\nFINAL('done')\n```")]
+    stub.responses = [completion("Let me think first."), completion("```repl\nprint(len(context))\n```"),
+                      completion("```repl\nFINAL('done')\n```")]
     trace = tmp_path / "trace.json"
     code = cli.main(["ask", "how long?", "--context", str(document), "--model", "openai/stub",
                      "--api-base", stub.api_base, "--trace", str(trace)])
     out = capsys.readouterr()
     assert code == 0
-    assert "Answer: done" in out.out and "Stopped: final after 2 iterations" in out.out
-    assert "iteration 2" in out.err  # the live progress line
+    assert "Answer: done" in out.out and "Stopped: final after 3 iterations" in out.out
+    assert f"Trace: {trace}" in out.out
     assert json.loads(trace.read_text())["trajectory"]["events"][-1]["kind"] == "final"
+    # One line per iteration, saying what happened; the code before its result; the answer only once.
+    lines = out.err.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("iteration")] == \
+        ["iteration 1", "iteration 2", "iteration 3"]
+    assert "  no code ran; the reply began: Let me think first." in lines
+    assert lines[lines.index("  | print(len(context))") + 1].startswith("  -> ok, printed: 1700 (")
+    assert "answer" not in out.err.lower() and out.out.count("done") == 1
+    assert "\r" not in out.err  # not a terminal: no status line redrawn in place
 
 
 def test_ask_with_the_dspy_engine(stub, document, capsys):
@@ -55,11 +64,22 @@ def test_ask_with_the_dspy_engine(stub, document, capsys):
     assert code == 0 and "Answer: via dspy" in capsys.readouterr().out
 
 
+def test_the_dspy_engine_shows_the_root_calls_tokens(stub, document, capsys):
+    stub.responses = [completion("[[ ## reasoning ## ]]\nr\n\n[[ ## code ## ]]\n```python\nSUBMIT(answer=context[:2])\n"
+                                 "```\n\n[[ ## completed ## ]]")]
+    assert cli.main(["ask", "q", "--context", str(document), "--model", "openai/stub", "--api-base", stub.api_base,
+                     "--engine", "dspy"]) == 0
+    assert "iteration 1: the model replied in " in (err := capsys.readouterr().err) and "(16 tokens)" in err
+
+
 def test_budget_exhaustion_prints_the_partial_answer_and_exits_1(stub, document, capsys):
-    stub.responses = [completion("```repl\nx = 1\n```")] * 5
+    stub.responses = [completion("```repl\nprint(context[:5])\n```"), completion("```repl\nx = 1\n```"),
+                      completion("It is alpha.")]  # the last for `extract`, on the call held for it
     code = cli.main(["ask", "q", "--context", str(document), "--model", "openai/stub", "--api-base", stub.api_base,
-                     "--budget", "max_llm_calls=2"])
-    assert code == 1 and "Stopped: max_llm_calls" in capsys.readouterr().out
+                     "--budget", "max_llm_calls=3"])
+    out = capsys.readouterr().out
+    assert code == 1 and "Answer: It is alpha." in out
+    assert "Stopped: max_llm_calls after 2 iterations (the answer is partial)" in out
 
 
 def test_context_from_stdin(stub, monkeypatch, capsys):
@@ -91,15 +111,108 @@ def test_bad_budget(document, capsys, budget, message):
     assert message in capsys.readouterr().err
 
 
-def test_unreachable_model_exits_3(document, capsys):
+@pytest.mark.parametrize("engine", ["graph", "dspy"])
+def test_unreachable_server_is_one_line_asking_whether_it_runs(document, capsys, engine):
     code = cli.main(["ask", "q", "--context", str(document), "--model", "openai/nothing-here",
-                     "--api-base", "http://127.0.0.1:9/v1"])
-    assert code == 3 and "cannot use model openai/nothing-here" in capsys.readouterr().err
+                     "--api-base", "http://127.0.0.1:9/v1", "--engine", engine])
+    out = capsys.readouterr()
+    assert code == 3
+    assert out.err.splitlines()[-1] == ("rlm: cannot reach the model server at http://127.0.0.1:9/v1 "
+                                        "(InternalServerError: Connection error.); is a server running at that URL?")
+    assert "Give Feedback" not in out.out + out.err and out.out == ""  # litellm's banner is off
 
 
-def test_unknown_model_string_exits_with_a_clear_message(document, capsys):
-    with pytest.raises(ValueError, match="does not know how to route"):
-        cli.main(["ask", "q", "--context", str(document), "--model", "not-a-provider-model"])
+@pytest.mark.parametrize("argv,message", [
+    (["ask", "", "--context", "DOC"], "the question is empty"),
+    (["ask", "  ", "--context", "DOC"], "the question is empty"),
+    (["ask", "q", "--context", "DOC", "--model", "nosuchmodel"],
+     "--model 'nosuchmodel' is not a model litellm knows: give provider/model, e.g. openai/gpt-4o-mini; "
+     "or --api-base URL for an OpenAI-compatible server"),
+    (["ask", "q", "--context", "DOC", "--model", "openai/x", "--sub-model", "nosuch"], "--sub-model 'nosuch'"),
+    (["ask", "q", "--context", "DIR", "--model", "openai/x"], "is a directory; give one text file"),
+    (["ask", "q", "--context", "DOC", "--model", "openai/x", "--budget", "max_depth=2"],
+     "max_depth is not a budget cap; use --max-depth 2"),
+    (["ask", "q", "--context", "DOC", "--api-base", "http://127.0.0.1:9/v1"], "needs a model served there"),
+    (["ask", "q", "--context", "DOC", "--model", "openai/x", "--trace", "/no/such/dir/t.json"],
+     "the folder /no/such/dir does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(document, capsys, argv, message):
+    argv = [str(document) if a == "DOC" else str(document.parent) if a == "DIR" else a for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlm: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_default_model_and_server_from_the_environment(stub, document, monkeypatch, capsys):
+    stub.responses = [completion("```repl\nFINAL('from env' + context[:0])\n```")]
+    monkeypatch.setenv("RLM_MODEL", "openai/stub")
+    monkeypatch.setenv("RLM_API_BASE", stub.api_base)
+    assert cli.main(["ask", "q", "--context", str(document)]) == 0
+    assert "Answer: from env" in capsys.readouterr().out
+    assert stub.requests[0]["body"]["model"] == "stub"
+    monkeypatch.setenv("RLM_MODEL", "nosuch")
+    assert cli.main(["ask", "q", "--context", str(document)]) == 2
+    assert "$RLM_MODEL 'nosuch' is not a model" in capsys.readouterr().err
+
+
+def test_json_puts_one_object_on_stdout(stub, document, tmp_path, capsys):
+    stub.responses = [completion("```repl\nprint(context[:5])\n```"), completion("```repl\nFINAL('done')\n```")]
+    trace = tmp_path / "t.json"
+    code = cli.main(["ask", "q", "--context", str(document), "--model", "openai/stub", "--api-base", stub.api_base,
+                     "--json", "--trace", str(trace)])
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert code == 0 and out.out.count("\n") == 1
+    assert set(result) == {"answer", "stop_reason", "iterations", "usage", "trace"}
+    assert (result["answer"], result["stop_reason"], result["iterations"], result["trace"]) == \
+        ("done", "final", 2, str(trace))
+    assert result["usage"]["llm_calls"] == 2 and result["usage"]["tokens"] == 32
+    assert "iteration 2" in out.err and trace.exists()
+
+
+def test_quiet_shows_no_progress(stub, document, capsys):
+    stub.responses = [completion("```repl\nprint(context[:5])\n```"), completion("```repl\nFINAL('done')\n```")]
+    code = cli.main(["ask", "q", "--context", str(document), "--model", "openai/stub", "--api-base", stub.api_base,
+                     "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0 and out.err == "" and "Answer: done" in out.out
+
+
+def test_version_is_the_installed_distributions(capsys, monkeypatch):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rlm {importlib.metadata.version('rlm-runtime')}"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert "version unknown" in cli.installed_version()
+
+
+def test_help_gives_every_default_and_the_exit_codes(capsys):
+    import argparse
+
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("ask", "serve"):
+        for action in commands.choices[name]._actions:
+            assert action.help, (name, action.dest)
+            if action.option_strings and action.nargs != 0 and not action.required:  # options with a value
+                assert "(default: " in action.help, (name, action.dest)
+    with pytest.raises(SystemExit):
+        cli.main(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 answered; 1 stopped by a budget" in text and "130 interrupted" in text
+
+
+def test_bench_help_shows_the_suites_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith("usage: rlm bench") and "--tasks" in out and "--lengths" in out
 
 
 def _fake_parts(tmp_path, monkeypatch, chunks):
