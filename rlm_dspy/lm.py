@@ -21,7 +21,7 @@ from sandbox.budget import Budget, BudgetExceeded, Reservation
 from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, completion_from_response, estimate_prompt_tokens,
                         litellm_input_tokens, price_usd)
 from sandbox.local import local_endpoint
-from sandbox.router import RouterClient
+from sandbox.router import RouterClient, is_router
 
 LOCAL_MAX_TOKENS = 1024  # local_lm's reply cap: the embedded model's window is 8,192 tokens, prompt included
 
@@ -45,6 +45,14 @@ def local_lm(**kwargs: Any) -> dspy.LM:
     endpoint = local_endpoint()
     options = {"engine": "litellm", "max_tokens": LOCAL_MAX_TOKENS, **kwargs}
     return dspy.LM(endpoint.model, api_base=endpoint.api_base, api_key=endpoint.api_key, **options)
+
+
+def as_dspy_lm(lm: Any) -> Any:
+    """``lm`` as a ``dspy.LM`` where it names one another way: ``"local"`` (the embedded model,
+    :func:`local_lm`) or a one-group ``litellm.Router`` (:func:`router_lm`); anything else as it is."""
+    if isinstance(lm, str) and lm == "local":
+        return local_lm()
+    return router_lm(lm) if is_router(lm) else lm
 
 
 def resolve_lm(lm: Any, what: str) -> dspy.BaseLM:

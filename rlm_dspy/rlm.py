@@ -33,12 +33,12 @@ from rlm_dspy import serializable
 from rlm_dspy.code_interpreter_repl import CodeInterpreterREPL
 from rlm_dspy.lm import (
     DSPyLMClient,
+    as_dspy_lm,
     ametered_predict,
     max_output_tokens,
     metered_predict,
     prompt_tokens_bound,
     resolve_lm,
-    router_lm,
 )
 from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox.aio import AsyncRunner
@@ -49,7 +49,6 @@ from sandbox.lm import is_context_window_error
 from sandbox.parsing import code_from_field, parse_reply
 from sandbox.prompts import repl_guide
 from sandbox.repl import CellResult
-from sandbox.router import is_router
 from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
 from sandbox.subcall_cache import CachedLM, SubCallCache
@@ -194,14 +193,17 @@ class RLM(dspy.Module):
     context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any code has
     read it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
     names and quoted strings occur in the inputs or in what the cells printed from them
-    (see :mod:`sandbox.grounding`); both are on by default. Returns a
+    (see :mod:`sandbox.grounding`); both are on by default. ``sub_lm`` may also be
+    ``"local"`` (the embedded model, :func:`rlm_dspy.local_lm`) or a one-group
+    ``litellm.Router``; ``sub_call_cache`` (a :class:`sandbox.subcall_cache.SubCallCache`)
+    answers repeated ``llm_query`` prompts from a LangGraph store, uncharged. Returns a
     ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
     ``final_reasoning``, ``stop_reason`` and ``usage``.
     """
 
     def __init__(self, signature: type[dspy.Signature] | str, max_iters: int = 20, max_llm_calls: int = 50,
                  max_output_chars: int = 10_000, verbose: bool = False, tools: list[Callable[..., Any]] | None = None,
-                 sub_lm: dspy.BaseLM | None = None,
+                 sub_lm: dspy.BaseLM | str | None = None,
                  interpreter_factory: InterpreterFactory = RestrictedPythonInterpreter, *,
                  budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
@@ -219,7 +221,7 @@ class RLM(dspy.Module):
             raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
         self.max_iters, self.max_llm_calls, self.max_output_chars = max_iters, max_llm_calls, max_output_chars
         self.verbose = verbose
-        self.sub_lm = router_lm(sub_lm) if is_router(sub_lm) else sub_lm
+        self.sub_lm = as_dspy_lm(sub_lm)
         self.sub_call_cache = sub_call_cache
         self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from sandbox import report as trace_report
 from sandbox.budget import Budget
 from sandbox.lm import LOCAL_MODEL, LiteLLMClient, default_api_key
 from sandbox.local import DEFAULT_PORT, PORT_ENV, STARTING_NOTICE, LocalModelError, LocalModelServer, endpoint_of, \
@@ -215,19 +216,20 @@ def interrupted(progress: ProgressDisplay) -> dict[str, Any]:
             "usage": progress.usage(), "trajectory": progress.trajectory()}
 
 
-def report(result: dict[str, Any], trace: str | None) -> str:
-    """The human-readable result: the answer (once), why the run stopped, usage, the trace file."""
+def summary(result: dict[str, Any], trace: str | None, page: str | None) -> str:
+    """The human-readable result: the answer (once), why the run stopped, usage, the files written."""
     usage = result.get("usage") or {}
-    answer, reason = result.get("answer"), result.get("stop_reason")
+    answer, reason, iterations = result.get("answer"), result.get("stop_reason"), result.get("iterations")
     partial = "" if reason in COMPLETE or answer is None else " (the answer is partial)"
     if answer is None:
         answer = "no answer yet" if reason == "interrupted" else "none (the run stopped first)"
     cost = f"${usage['cost_usd']:.4f}, " if "cost_usd" in usage else ""
-    lines = ["", f"Answer: {answer}", f"Stopped: {reason} after {result.get('iterations')} iterations{partial}",
+    lines = ["", f"Answer: {answer}",
+             f"Stopped: {reason} after {iterations} iteration{'' if iterations == 1 else 's'}{partial}",
              f"Usage: {usage.get('llm_calls', 0)} LM calls, {usage.get('tokens', 0):,} tokens "
              f"({usage.get('prompt_tokens', 0):,} in, {usage.get('completion_tokens', 0):,} out), "
              f"{cost}{usage.get('seconds', 0):.1f} s"]
-    return "\n".join([*lines, f"Trace: {trace}"] if trace else lines)
+    return "\n".join([*lines, *([f"Trace: {trace}"] if trace else []), *([f"Report: {page}"] if page else [])])
 
 
 def model_failure(exc: BaseException, endpoint: Endpoint) -> str | None:
@@ -259,8 +261,9 @@ def ask(args: argparse.Namespace) -> int:
     for option, model in (("--model", args.model), ("--sub-model", args.sub_model)):
         if model:
             check_model(model, option)
-    if args.trace and not Path(args.trace).resolve().parent.is_dir():
-        raise UsageError(f"--trace {args.trace}: the folder {Path(args.trace).resolve().parent} does not exist")
+    for option, path in (("--trace", args.trace), ("--report", args.report)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"{option} {path}: the folder {Path(path).resolve().parent} does not exist")
     context = read_context(args.context)
     budget = parse_budget(args.budget)
     engine = run_graph if args.engine == "graph" else run_dspy
@@ -282,11 +285,13 @@ def ask(args: argparse.Namespace) -> int:
             return 3
     if args.trace:
         Path(args.trace).write_text(json.dumps(result, indent=2, default=str))
+    if args.report:
+        trace_report.write_report(json.loads(json.dumps(result, default=str)), args.report)
     if args.json:
         print(json.dumps({**{k: result.get(k) for k in ("answer", "stop_reason", "iterations", "usage")},
-                          "trace": args.trace}, default=str))
+                          "trace": args.trace, "report": args.report}, default=str))
     else:
-        print(report(result, args.trace))
+        print(summary(result, args.trace, args.report))
     if result.get("stop_reason") == "interrupted":
         return EXIT_INTERRUPTED
     return 0 if result.get("stop_reason") in COMPLETE else 1
@@ -339,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "document with a Recursive Language Model, keep the embedded model warm, or "
                                      "run the benchmarks.")
     parser.add_argument("--version", action="version", version=f"rlm {installed_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,serve,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,report,serve,bench}")
     default_model = os.environ.get(MODEL_ENV) or None
     ask_parser = commands.add_parser(
         "ask", help="answer a question about a long context", epilog=EXIT_CODES,
@@ -365,10 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run on LangGraph (graph) or DSPy (dspy) (default: graph)")
     ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and trajectory to this "
                                                             "JSON file, also when interrupted (default: none)")
+    ask_parser.add_argument("--report", metavar="FILE", help="also write the run's trajectory report, one "
+                                                             "self-contained HTML file (default: none)")
     ask_parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout "
                             "(answer, stop_reason, iterations, usage, trace) instead of the report")
     ask_parser.add_argument("--quiet", action="store_true", help="show no progress on stderr (errors still)")
     ask_parser.set_defaults(run=ask)
+    report_parser = commands.add_parser(
+        "report", help="write the trajectory report of a --trace file: one HTML page, nothing from the network",
+        description="Write the trajectory report of a run (the JSON rlm ask --trace writes) as one "
+                    "self-contained HTML file: the call tree as a timeline, budget use, verdicts, the answer.")
+    trace_report.add_arguments(report_parser)
+    report_parser.set_defaults(run=trace_report.run)
     serve_parser = commands.add_parser(
         "serve", help="keep the embedded model warm for `rlm ask` and model=\"local\" (until Ctrl-C)",
         description="Serve the embedded model on a fixed 127.0.0.1 port until Ctrl-C or SIGTERM; `rlm ask` and "

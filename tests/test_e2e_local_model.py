@@ -18,24 +18,12 @@ from rlm_graph import create_rlm_graph
 from sandbox import AsyncRunner, Budget, HostFunctions, LiteLLMClient, LMJudge, Trajectory
 from sandbox import cli
 from sandbox.local import LocalModelServer
+from tests.processes import llama_servers
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-local-no-key"
 QUESTION = "What is the launch code for project Heron?"
 DONE = {"final", "accepted", "no_improvement", "max_refinements", "max_iterations", "max_iters"}
-
-
-def llama_servers() -> set[int]:
-    """PIDs of running llama.cpp servers (to prove none is left behind)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"llama_cpp.server" in (entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -141,19 +129,6 @@ def test_the_server_dies_with_its_parent(tmp_path):
     owner.send_signal(signal.SIGKILL)  # no finalizers, no atexit: only the kernel can clean up
     owner.wait()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and server_pid in llama_servers_running():
+    while time.monotonic() < deadline and server_pid in llama_servers():
         time.sleep(0.2)
-    assert server_pid not in llama_servers_running()
-
-
-def llama_servers_running() -> set[int]:
-    """Running (not zombie) llama.cpp server PIDs."""
-    running = set()
-    for pid in llama_servers():
-        try:
-            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            running.add(pid)
-    return running
+    assert server_pid not in llama_servers()

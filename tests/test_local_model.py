@@ -20,6 +20,7 @@ from sandbox import LiteLLMClient, as_lm_client
 from sandbox.lm import PLACEHOLDER_API_KEY
 from sandbox.local import ALIAS, LocalModelError, local_endpoint, model_assembled, served_at, warm_endpoint
 from tests.openai_stub import OpenAIStub
+from tests.processes import llama_servers
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -188,6 +189,16 @@ def test_local_lm_for_dspy_points_at_the_embedded_model(monkeypatch):
     assert request["authorization"] == f"Bearer {PLACEHOLDER_API_KEY}"
 
 
+def test_rlm_dspy_takes_local_as_its_sub_lm(monkeypatch):
+    from rlm_dspy import RLM
+    from rlm_dspy import lm as rlm_dspy_lm
+
+    monkeypatch.setattr(rlm_dspy_lm, "local_endpoint",
+                        lambda: local.LocalEndpoint(f"openai/{ALIAS}", "http://127.0.0.1:9/v1", PLACEHOLDER_API_KEY))
+    sub = RLM("context -> answer", sub_lm="local").sub_lm
+    assert sub.model == f"openai/{ALIAS}" and sub.kwargs["api_base"] == "http://127.0.0.1:9/v1"
+
+
 def test_python_m_sandbox_local_is_rlm_serve():
     out = subprocess.run([sys.executable, "-m", "sandbox.local", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
@@ -202,19 +213,6 @@ def test_serve_refuses_a_port_it_already_serves(warm, capsys):
 
 
 # -- with the real embedded model ------------------------------------------------------------------
-
-
-def llama_servers() -> set[int]:
-    """PIDs of running (not zombie) llama.cpp servers."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and b"llama_cpp.server" in (entry / "cmdline").read_bytes() and \
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                pids.add(int(entry.name))
-        except OSError:
-            pass
-    return pids
 
 
 @pytest.mark.e2e
