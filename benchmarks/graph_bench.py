@@ -31,12 +31,15 @@ from sandbox import Completion  # noqa: E402
 
 
 class TimedScript:
-    """An instant root LM that replies with `x = x + 1` cells, then FINAL; records its own time."""
+    """An instant root LM that replies with `x = x + 1` cells, then FINAL; records its own time.
+
+    The first cell reads the context and the last prints the answer, so the default checks
+    (look before answering, grounding) pass and run, as they do for a user."""
 
     model = "bench/script"
 
     def __init__(self, iterations: int):
-        cells = ["x = 0"] + ["x = x + 1"] * (iterations - 2) + ["FINAL(x)"]
+        cells = ["x = len(context[:0])"] + ["x = x + 1"] * (iterations - 2) + ["print(x)\nFINAL(x)"]
         self.replies = [f"```repl\n{cell}\n```" for cell in cells]
         self.seconds = 0.0
 

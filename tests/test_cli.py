@@ -179,7 +179,7 @@ def test_json_puts_one_object_on_stdout(stub, document, tmp_path, capsys):
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert code == 0 and out.out.count("\n") == 1
-    assert set(result) == {"answer", "stop_reason", "iterations", "usage", "trace"}
+    assert set(result) == {"answer", "stop_reason", "iterations", "usage", "trace", "report"}
     assert (result["answer"], result["stop_reason"], result["iterations"], result["trace"]) == \
         ("done", "final", 2, str(trace))
     assert result["usage"]["llm_calls"] == 2 and result["usage"]["tokens"] == 32
