@@ -28,6 +28,7 @@ from dspy.primitives.code_interpreter import SIMPLE_TYPES, CodeInterpreter
 from dspy.primitives.repl_types import REPLHistory, REPLVariable
 from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
+from opentelemetry.trace import TracerProvider
 
 from rlm_dspy import serializable
 from rlm_dspy.code_interpreter_repl import CodeInterpreterREPL
@@ -41,6 +42,7 @@ from rlm_dspy.lm import (
     resolve_lm,
 )
 from rlm_dspy.interpreter import RestrictedPythonInterpreter
+from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
@@ -125,6 +127,8 @@ class _Run:
         self.extract_hold = hold_last_call(budget)
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         self.searched = _searched_input(regular)
+        tracing.start_run(trajectory, engine="dspy", tracer_provider=module.tracer_provider,
+                          root_model=getattr(module.generate_action.lm or dspy.settings.lm, "model", None))
         try:
             self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
                                    runner=runner, depth=depth, tools=module.tool_functions(),
@@ -134,6 +138,7 @@ class _Run:
                                    repl_factory=self._repl_factory(interpreter, owned),
                                    search_over=self.searched or "context")
         except BaseException:
+            tracing.end_run(trajectory)
             budget.cancel(self.extract_hold, dispatched=False)  # a child shares its parent's ledger
             if interpreter is not None and owned:
                 interpreter.shutdown()  # idempotent by DSPy's contract; the Session may have closed it
@@ -170,6 +175,7 @@ class _Run:
         if self.extract_hold is not None:
             self.budget.cancel(self.extract_hold, dispatched=False)
             self.extract_hold = None
+        tracing.end_run(self.trajectory)
         try:
             self.session.close()
         finally:
@@ -189,7 +195,8 @@ class RLM(dspy.Module):
     Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
     the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
     checkpoints with ``max_refinements`` and ``min_gain``; ``on_event`` sees every
-    trajectory event as it happens. Over an input the model was not shown in full (a long
+    trajectory event as it happens; ``tracer_provider`` (default: the global one) receives OpenTelemetry
+    spans of the whole call tree (:mod:`sandbox.tracing`). Over an input the model was not shown in full (a long
     context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any code has
     read it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
     names and quoted strings occur in the inputs or in what the cells printed from them
@@ -209,7 +216,7 @@ class RLM(dspy.Module):
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
                  sandbox_options: SandboxOptions | None = None, on_event: Callable[[dict], None] | None = None,
                  look_before_answer: bool = True, grounding: bool = True,
-                 sub_call_cache: SubCallCache | None = None):
+                 sub_call_cache: SubCallCache | None = None, tracer_provider: TracerProvider | None = None):
         super().__init__()
         _check_factory(interpreter_factory, "interpreter_factory")
         self.signature = ensure_signature(signature)
@@ -223,6 +230,7 @@ class RLM(dspy.Module):
         self.verbose = verbose
         self.sub_lm = as_dspy_lm(sub_lm)
         self.sub_call_cache = sub_call_cache
+        self.tracer_provider = tracer_provider  # None: the global one (OpenTelemetry spans, see sandbox.tracing)
         self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)
         self._check_names()

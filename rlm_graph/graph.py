@@ -35,9 +35,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Command, Overwrite, interrupt
+from opentelemetry.trace import TracerProvider
 
 from rlm_graph.chat_model import as_client
 from rlm_graph.contexts import KeptContexts, get_context, put_context
+from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
 from sandbox.context import Context, check_context, describe_context
@@ -181,6 +183,7 @@ class _Runtime:
             held = self.take_extract_hold()
             if held is not None:
                 self.budget.cancel(held, dispatched=False)
+            tracing.end_run(self.trajectory)
             self.session.close()
             if self.owns_runner:
                 self.runner.close()
@@ -247,8 +250,10 @@ class _Engine:
     def __init__(self, *, root: LMClient, sub: LMClient, budget: Budget, evaluator: Evaluator | None,
                  max_refinements: int, min_gain: float, review: Review | None, tools: dict[str, Callable[..., Any]],
                  instructions: str | None, max_iterations: int, root_max_tokens: int, options: SandboxOptions,
-                 store: BaseStore, look_before_answer: bool, grounding: bool):
+                 store: BaseStore, look_before_answer: bool, grounding: bool,
+                 tracer_provider: TracerProvider | None = None):
         self.root, self.sub = root, sub
+        self.tracer_provider = tracer_provider
         self.look_before_answer, self.grounding = look_before_answer, grounding
         self.budget = budget
         self.evaluator = evaluator
@@ -285,9 +290,15 @@ class _Engine:
         def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
             return self._run_child(query, child_context, child_depth, ParentLink(budget, runner, child_trajectory))
 
-        session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory,
-                          runner=runner, depth=depth, tools=self.tools, run_child=run_child,
-                          call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
+        tracing.start_run(trajectory, engine="langgraph", tracer_provider=self.tracer_provider,
+                          root_model=getattr(self.root, "model", None), resumed=replay)
+        try:
+            session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory,
+                              runner=runner, depth=depth, tools=self.tools, run_child=run_child,
+                              call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
+        except BaseException:
+            tracing.end_run(trajectory)
+            raise
         runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer(),
                            extract_hold=hold_last_call(budget))
         if parent is None:
@@ -414,7 +425,8 @@ class _Engine:
         runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens,
-                                  seconds=round(time.monotonic() - began, 4))
+                                  seconds=round(time.monotonic() - began, 4),
+                                  **({} if completion.cost_usd is None else {"cost_usd": completion.cost_usd}))
         action = parse_reply(completion.text, max_blocks=None)
         messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
@@ -720,6 +732,7 @@ def create_rlm_graph(
     sandbox_options: SandboxOptions = SandboxOptions(),
     look_before_answer: bool = True,
     grounding: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> RLMGraph:
     """Build and compile an RLM graph: input ``{"query", "context"}``, output
     ``{"answer", "usage", "iterations", "stop_reason", "trajectory"}``.
@@ -741,6 +754,8 @@ def create_rlm_graph(
     and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
     names and quoted strings occur in the context, the query or the REPL's outputs; a
     failed check goes back to the model as feedback. Both are on by default.
+    Each run emits OpenTelemetry spans of its whole call tree (:mod:`sandbox.tracing`) when the
+    application has set a tracer provider, or to ``tracer_provider`` when given.
     """
     if review not in (None, "code", "final"):
         raise ValueError(f"review must be None, 'code' or 'final', got {review!r}")
@@ -769,7 +784,7 @@ def create_rlm_graph(
                      max_refinements=max_refinements, min_gain=min_gain, review=review,
                      tools=check_user_tools(tools), instructions=system_prompt, max_iterations=max_iterations,
                      root_max_tokens=root_max_tokens, options=sandbox_options, store=store,
-                     look_before_answer=look_before_answer, grounding=grounding)
+                     look_before_answer=look_before_answer, grounding=grounding, tracer_provider=tracer_provider)
     builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
     nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
                                                   "extract", "root_lm"),

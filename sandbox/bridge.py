@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded
 from sandbox.context import Context
@@ -161,10 +162,11 @@ class HostFunctions:
             raise
         if cache is not None:
             cache.remember(self.lm, messages, self.max_tokens, completion)
+        cost = {} if completion.cost_usd is None else {"cost_usd": completion.cost_usd}
         self.trajectory.record("sub_call", prompt=preview(prompt), prompt_chars=len(prompt),
                                answer=preview(completion.text), prompt_tokens=completion.prompt_tokens,
                                completion_tokens=completion.completion_tokens,
-                               seconds=round(time.monotonic() - began, 4), model=completion.model)
+                               seconds=round(time.monotonic() - began, 4), model=completion.model, **cost)
         return completion.text
 
     def _refuse_long(self, prompt: str, what: str) -> ValueError | None:
@@ -374,13 +376,15 @@ class HostFunctions:
         if not self._can_recurse():
             reason = (f"max_depth={self.budget.max_depth} reached" if self.run_child is not None
                       else "no child RLM runner configured")
-            self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth,
-                                   degraded=True, reason=f"{reason}: answered with llm_query instead")
-            return self._run(self._query(capped))
+            with tracing.rlm_query_span(self.trajectory, None):
+                self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth,
+                                       degraded=True, reason=f"{reason}: answered with llm_query instead")
+                return self._run(self._query(capped))
         child = self.trajectory.child(prompt)
-        self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth, degraded=False,
-                               context_chars=len(context if context is not None else prompt))
-        answer = self.run_child(prompt, context if context is not None else prompt, child_depth, child)
+        with tracing.rlm_query_span(self.trajectory, child):
+            self.trajectory.record("rlm_query", prompt=preview(prompt), child_depth=child_depth, degraded=False,
+                                   context_chars=len(context if context is not None else prompt))
+            answer = self.run_child(prompt, context if context is not None else prompt, child_depth, child)
         return answer if isinstance(answer, str) else str(answer)
 
     def search(self, query: str, k: int = DEFAULT_K) -> list[dict[str, Any]]:

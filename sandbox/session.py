@@ -20,6 +20,7 @@ from sandbox.aio import AsyncRunner
 from sandbox.bridge import ChildRunner, HostFunctions
 from sandbox.budget import Budget
 from sandbox.context import check_context
+from sandbox import tracing
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
 from sandbox.repl import DEFAULT_MAX_FINAL_CHARS, RESERVED_NAMES, CellResult, Sandbox, check_tools
@@ -144,19 +145,24 @@ class Session:
         Raises:
             SandboxError: the sandbox is closed.
         """
-        result = self.repl.execute(code)
+        with tracing.cell_span(self.trajectory):
+            result = self.repl.execute(code)
+            self._record_cell(code, iteration, result)
+        return result
+
+    def _record_cell(self, code: str, iteration: int, result: CellResult) -> None:
         output, error = result.output, result.error or ""
         self.trajectory.record("cell", iteration=iteration, code=preview(code), code_chars=len(code),
                                output=preview(output), output_chars=len(output),
                                error=preview(error) if result.error is not None else None, error_chars=len(error),
                                limit=result.limit, has_final=result.has_final, seconds=round(result.seconds, 4),
                                restarted=result.restarted)
-        return result
 
     def replay(self, cells: list[str]) -> None:
         """Re-run ``cells`` to rebuild the namespace; host calls are answered from the call log."""
-        for code in cells:
-            self.repl.execute(code)
+        with tracing.replay_span(self.trajectory, len(cells)):
+            for code in cells:
+                self.repl.execute(code)
 
     def close(self) -> None:
         self.repl.close()

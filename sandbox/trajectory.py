@@ -40,6 +40,7 @@ class Trajectory:
         self.events: list[dict[str, Any]] = []
         self.children: list[Trajectory] = []
         self._listeners = listeners if listeners is not None else []
+        self._observers: list[Listener] = []  # this trajectory's own, not its children's (see observe)
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._repeats: dict[tuple[str, str], dict[str, Any]] = {}  # refusals seen since the last cell event
@@ -48,6 +49,11 @@ class Trajectory:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every later event of this trajectory and its children."""
         self._listeners.append(listener)
+
+    def observe(self, observer: Listener) -> None:
+        """Call ``observer(event)`` for every later event of this trajectory only (not its children's),
+        before the listeners; :mod:`sandbox.tracing` derives a run's spans this way."""
+        self._observers.append(observer)
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Append one event and show it to the listeners; a ``cell`` event closes the refusal groups.
@@ -131,6 +137,8 @@ class Trajectory:
         return {"kind": kind, "depth": self.depth, "t": round(time.monotonic() - self._started, 4), **fields}
 
     def _notify(self, event: dict[str, Any]) -> None:
+        for observer in self._observers:
+            observer(event)
         for listener in list(self._listeners):
             listener(event)
 
