@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.bridge import ChildRunner, HostFunctions
 from sandbox.budget import Budget
 from sandbox.context import check_context
-from sandbox import tracing
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
 from sandbox.repl import DEFAULT_MAX_FINAL_CHARS, RESERVED_NAMES, CellResult, Sandbox, check_tools
