@@ -24,10 +24,14 @@ def test_the_embedded_model_snippet_runs_as_shown():
 
     before = llama_servers()
     names: dict = {}
-    exec(compile(python_block('create_rlm_graph("local")'), "README.md", "exec"), names)  # noqa: S102
+    try:
+        exec(compile(python_block('create_rlm_graph("local")'), "README.md", "exec"), names)  # noqa: S102
+        configured = dspy.settings.lm
+    finally:
+        dspy.configure(lm=None)  # the snippet configures DSPy for the whole process; later tests expect none
     started = llama_servers() - before
     assert len(started) <= 1  # one server for the whole process, shared by all three
     assert names["api_base"].startswith("http://127.0.0.1:") and names["model"].startswith("openai/")
-    assert dspy.settings.lm.kwargs["api_base"] == names["api_base"]
+    assert configured.kwargs["api_base"] == names["api_base"]
     assert names["rlm"].sub_lm.kwargs["api_base"] == names["api_base"]
     assert type(names["graph"]).__name__ == "RLMGraph"
