@@ -128,7 +128,8 @@ class _Run:
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         self.searched = _searched_input(regular)
         tracing.start_run(trajectory, engine="dspy", tracer_provider=module.tracer_provider,
-                          root_model=getattr(module.generate_action.lm or dspy.settings.lm, "model", None))
+                          root_model=getattr(getattr(module.generate_action, "lm", None) or dspy.settings.lm,
+                                             "model", None))  # a replaced predictor may have no .lm
         try:
             self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
                                    runner=runner, depth=depth, tools=module.tool_functions(),
