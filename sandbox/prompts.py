@@ -1,4 +1,4 @@
-"""The root LM's instructions: how the REPL works, with worked examples (small models need them)."""
+"""The root LM's instructions: how the REPL works, with one worked example (small models need it)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from typing import Any
 
 from sandbox.guards import ALLOWED_MODULES
 
-EXAMPLES_HEADER = "Examples (made-up queries and data: they show the method; their answers are not yours):"
-EXAMPLES_END = "--- End of the examples. Your own query comes next; answer it from your `context` only. ---"
-# Several, of different shapes: with one, small models copy its code and its answer whatever the query.
-_EXAMPLES = [
-    '''--- Example 1: a fact stated in one place ---
+_EXAMPLE = '''Example of the exchange:
+
 user: Query: When did the Acme merger close?
 `context` is a str of 912,331 characters (1 line).
-assistant: I split the context into sentences, which works whatever its line breaks are, check that \
-the split worked, and keep the pieces with a name from the query, in lower case.
+assistant: I will split the context into sentences, which works whatever its line breaks are, check that \
+the split worked, and search the pieces for a name from the query, in lower case.
 ```repl
 import re
 pieces = re.split(r"(?<=[.!?])\\s+|\\n+", context)
@@ -34,55 +31,7 @@ assistant: The answer is in the hits; I ask llm_query to read them and finish.
 answer = llm_query("Answer briefly. When did the Acme merger close? Text: " + " ".join(hits))
 print(answer)
 FINAL(answer)
-```''',
-    '''--- Example 2: a count over the whole context ---
-user: Query: How many of the tickets are about refunds?
-`context` is a str of 2,400,000 characters (61,002 lines).
-assistant: Every part of the context counts, so I cut it into chunks and ask about all of them at once.
-```repl
-chunks = [context[i:i + 20000] for i in range(0, len(context), 20000)]
-counts = llm_query_batched(["How many tickets in this text are about refunds? Reply with one number.\\n" + c
-                            for c in chunks])
-print(len(chunks), counts[:5])
-```
-user: REPL output:
-120 ['0', '2', '1', '0', '3']
-assistant: I add the numbers up in code, not in my head.
-```repl
-total = sum(int(c) for c in counts if c.strip().isdigit())
-print(total)
-FINAL(total)
-```''',
-    '''--- Example 3: when the first look finds nothing ---
-user: Query: Which supplier delivered late twice?
-`context` is a str of 48,210 characters (903 lines).
-assistant: I look for lines that say "late".
-```repl
-lines = context.splitlines()
-print(len([l for l in lines if "late" in l.lower()]))
-print(lines[:3])
-```
-user: REPL output:
-0
-['2023-01-04 | Norda Ltd | due 2023-02-01 | delivered 2023-02-09', ...]
-assistant: No line says "late", but each record has a due and a delivered date: I compare them in code.
-```repl
-from collections import Counter
-late = Counter()
-for line in lines:
-    parts = [p.strip() for p in line.split("|")]
-    if len(parts) == 4 and parts[3].split()[-1] > parts[2].split()[-1]:
-        late[parts[1]] += 1
-print(late.most_common(3))
-```
-user: REPL output:
-[('Norda Ltd', 2), ('Kepler AG', 1)]
-assistant: Norda Ltd is the only supplier late twice.
-```repl
-FINAL("Norda Ltd")
-```''',
-]
-EXAMPLES = "\n\n".join([EXAMPLES_HEADER, *_EXAMPLES, EXAMPLES_END])
+```'''
 
 
 def describe_tools(tools: Mapping[str, Callable[..., Any]]) -> str:
@@ -151,7 +100,7 @@ same code fails the same way again.
 
 {repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
 
-{EXAMPLES}"""
+{_EXAMPLE}"""
 
 
 def query_message(query: str, context_description: str) -> str:

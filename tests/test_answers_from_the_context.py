@@ -1,5 +1,5 @@
 """Answers that look final but come from text the model made up (#15): a cell rebinding ``context``,
-a reply that writes the REPL's output itself, and worked examples copied as answers."""
+a reply that writes the REPL's output itself; and the worked example runs in the sandbox."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox.parsing import before_invented_turn, parse_reply
-from sandbox.prompts import EXAMPLES_END, EXAMPLES_HEADER, root_system_prompt
+from sandbox.prompts import root_system_prompt
 from sandbox.repl import Sandbox
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
@@ -113,31 +113,16 @@ def test_the_graph_never_runs_the_code_after_an_invented_turn():
     assert [e["code"] for e in out["trajectory"]["events"] if e["kind"] == "cell"][0] == "print(len(context))"
 
 
-# -- the worked examples ---------------------------------------------------------------------------
+# -- the worked example -----------------------------------------------------------------------------
 
 
-def examples() -> list[str]:
+def test_the_examples_code_runs_in_the_sandbox():
+    """The example's code must be code our sandbox allows, or the model learns failing cells."""
     prompt = root_system_prompt(max_output_chars=10_000, can_recurse=False)
-    block = prompt[prompt.index(EXAMPLES_HEADER):prompt.index(EXAMPLES_END)]
-    return re.split(r"^--- Example \d+: .*---$", block, flags=re.MULTILINE)[1:]
-
-
-def test_there_are_several_examples_each_marked_as_made_up_and_ending_before_the_query():
-    prompt = root_system_prompt(max_output_chars=10_000, can_recurse=False)
-    assert len(examples()) >= 3
-    assert "not yours" in EXAMPLES_HEADER and prompt.rstrip().endswith(EXAMPLES_END)
-    answers = [re.findall(r"FINAL\((.*?)\)\n```", example)[-1] for example in examples()]
-    assert len(set(answers)) == len(answers), "each example ends in an answer of its own"
-
-
-@pytest.mark.parametrize("number", range(3))
-def test_every_examples_code_runs_in_the_sandbox(number):
-    """The examples' code must be code our sandbox allows, or the model learns failing cells."""
-    records = "\n".join(f"2023-01-0{d} | Norda Ltd | due 2023-02-01 | delivered 2023-02-0{d}" for d in range(1, 4))
-    context = "Acme and Bolt agreed to a merger in May. The Acme merger closed on 2 June 2024.\n" + records
-    sub = FakeLM(lambda prompt: "1")
-    replies = [cell(code) for code in re.findall(r"```repl\n(.*?)```", examples()[number], re.DOTALL)]
-    out = create_rlm_graph(script(*replies), sub_model=sub, look_before_answer=False,
+    example = prompt.split("Example of the exchange:")[1]
+    context = "Acme and Bolt agreed to a merger in May. The Acme merger closed on 2 June 2024.\n" + "Filler. " * 200
+    replies = [cell(code) for code in re.findall(r"```repl\n(.*?)```", example, re.DOTALL)]
+    out = create_rlm_graph(script(*replies), sub_model=FakeLM(lambda prompt: "2 June 2024"), look_before_answer=False,
                            grounding=False).invoke({"query": "q", "context": context})
     errors = [e["error"] for e in out["trajectory"]["events"] if e["kind"] == "cell" and e["error"]]
     assert errors == [] and out["stop_reason"] == "final"
