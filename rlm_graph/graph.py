@@ -54,6 +54,7 @@ from sandbox.lm import (
 )
 from sandbox.parsing import Action, parse_reply, without_code_blocks
 from sandbox.prompts import (
+    EXAMPLE_VALUES,
     EXTRACT_SYSTEM_PROMPT,
     extract_request,
     output_message,
@@ -547,7 +548,8 @@ class _Engine:
     @staticmethod
     def _grounding(runtime: _Runtime, state: RLMState, answer: Any) -> Evaluation:
         """Whether ``answer``'s load-bearing tokens occur in the context, the query or the REPL's outputs."""
-        check = GroundingCheck({"context": runtime.session.context, "query": state["query"]})
+        check = GroundingCheck({"context": runtime.session.context, "query": state["query"]},
+                               example_values=EXAMPLE_VALUES)
         for message in state["messages"][2:]:
             if message["role"] == "user":
                 check.add(message["content"])

@@ -80,10 +80,16 @@ class GroundingCheck:
     Args:
         inputs: the run's input variables by name (``context``, the query, and the rest); a token
             the answer repeats from any of them has its source.
+        example_values: values of the worked examples the model was shown (names, dates). An
+            answer holding one the inputs do not hold copied it from an example, even when a cell
+            printed it (copied example code feeds the example's words to ``llm_query``, which
+            echoes them).
     """
 
-    def __init__(self, inputs: Mapping[str, Any]):
+    def __init__(self, inputs: Mapping[str, Any], *, example_values: Iterable[str] = ()):
         self._sources = [_text_of(value) for value in inputs.values()]
+        self._inputs = len(self._sources)
+        self._example_values = tuple(example_values)
         self._haystack: str | None = None  # lower-cased, thousands separators dropped; built on first use
 
     def add(self, text: str) -> None:
@@ -111,9 +117,22 @@ class GroundingCheck:
                 missing.append(token)
         return missing
 
+    def copied(self, answer: Any) -> list[str]:
+        """The example values that ``answer`` holds and the inputs do not (case-sensitive: example
+        values are names and dates, and this scans the inputs without copying them)."""
+        text = _text_of(answer)
+        return [value for value in self._example_values
+                if value in text and not any(value in source for source in self._sources[:self._inputs])]
+
     def __call__(self, answer: Any) -> Evaluation:
-        """The verdict on ``answer``: passed when every load-bearing token has a source; the score is
-        the fraction that do; the feedback names the ones that do not."""
+        """The verdict on ``answer``: passed when every load-bearing token has a source and none comes
+        from a worked example; the score is the fraction that pass; the feedback names the rest."""
+        copied = self.copied(answer)
+        if copied:
+            named = ", ".join(repr(value) for value in copied)
+            return Evaluation(0.0, False, f"{named} {'comes' if len(copied) == 1 else 'come'} from the worked "
+                              "example in your instructions, whose query and data are made up; it is not in "
+                              "your context. Answer your own query from what your code finds in `context`.")
         tokens = load_bearing_tokens(_text_of(answer))
         missing = self._unsourced(tokens)
         if not missing:

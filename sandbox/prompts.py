@@ -8,7 +8,11 @@ from typing import Any
 
 from sandbox.guards import ALLOWED_MODULES
 
-_EXAMPLE = '''Example of the exchange:
+EXAMPLES_MARK = "Example of the exchange"  # what starts the examples; tests look for it
+# A small model copies an example's values as its own answer; grounding refuses an answer that
+# holds one of these unless the context holds it too.
+EXAMPLE_VALUES = ("Acme", "Bolt", "2 June 2024")
+EXAMPLES = EXAMPLES_MARK + ''':
 
 user: Query: When did the Acme merger close?
 `context` is a str of 912,331 characters (1 line).
@@ -100,7 +104,7 @@ same code fails the same way again.
 
 {repl_guide(max_output_chars=max_output_chars, can_recurse=can_recurse, tools=tools)}
 
-{_EXAMPLE}"""
+{EXAMPLES}"""
 
 
 def query_message(query: str, context_description: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox.parsing import before_invented_turn, parse_reply
-from sandbox.prompts import root_system_prompt
+from sandbox.prompts import EXAMPLE_VALUES, EXAMPLES, EXAMPLES_MARK, root_system_prompt
 from sandbox.repl import Sandbox
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
@@ -116,10 +116,15 @@ def test_the_graph_never_runs_the_code_after_an_invented_turn():
 # -- the worked example -----------------------------------------------------------------------------
 
 
+def test_the_example_values_grounding_refuses_are_the_examples_own():
+    """``EXAMPLE_VALUES`` must follow the examples: a value they no longer show protects nothing."""
+    assert EXAMPLES.startswith(EXAMPLES_MARK) and all(value in EXAMPLES for value in EXAMPLE_VALUES)
+
+
 def test_the_examples_code_runs_in_the_sandbox():
     """The example's code must be code our sandbox allows, or the model learns failing cells."""
     prompt = root_system_prompt(max_output_chars=10_000, can_recurse=False)
-    example = prompt.split("Example of the exchange:")[1]
+    example = prompt.split(EXAMPLES_MARK)[1]
     context = "Acme and Bolt agreed to a merger in May. The Acme merger closed on 2 June 2024.\n" + "Filler. " * 200
     replies = [cell(code) for code in re.findall(r"```repl\n(.*?)```", example, re.DOTALL)]
     out = create_rlm_graph(script(*replies), sub_model=FakeLM(lambda prompt: "2 June 2024"), look_before_answer=False,

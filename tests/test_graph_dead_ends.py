@@ -18,7 +18,7 @@ from sandbox import Budget, BudgetExceeded, Completion, LiteLLMClient
 from sandbox.budget import hold_last_call
 from sandbox.lm import metered_completion
 from sandbox.parsing import code_from_field, parse_reply
-from sandbox.prompts import root_system_prompt
+from sandbox.prompts import EXAMPLES_MARK, root_system_prompt
 from tests.conftest import FakeLM
 from tests.test_rlm_graph import cell, script, thread, upper_lm
 
@@ -304,7 +304,7 @@ def test_parse_reply_returns_every_block_when_asked():
 
 def example_search_cell() -> str:
     prompt = root_system_prompt(max_output_chars=10_000, can_recurse=False)
-    return re.findall(r"```repl\n(.*?)```", prompt.split("Example of the exchange:")[1], re.DOTALL)[0]
+    return re.findall(r"```repl\n(.*?)```", prompt.split(EXAMPLES_MARK)[1], re.DOTALL)[0]
 
 
 def test_the_worked_examples_search_splits_a_context_without_newlines():

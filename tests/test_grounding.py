@@ -50,6 +50,22 @@ def test_a_token_is_grounded_only_by_a_whole_occurrence_in_a_source():
     assert check.missing("983210 and Bob") == ["Bob"]
 
 
+@pytest.mark.parametrize("context,answer,copied", [
+    ("the merger closed in May", "It closed on 2 June 2024.", ["2 June 2024"]),
+    ("the merger closed in May", "Acme and Bolt merged.", ["Acme", "Bolt"]),
+    ("Acme Corp closed on 2 June 2024", "Acme closed on 2 June 2024.", []),  # the context holds them: not copied
+    ("the merger closed in May", "It closed in May.", []),
+])
+def test_an_answer_holding_a_worked_examples_value_the_context_lacks_is_copied(context, answer, copied):
+    check = GroundingCheck({"context": context}, example_values=("Acme", "Bolt", "2 June 2024"))
+    check.add("llm_query said: 2 June 2024, Acme, Bolt")  # printed, yet still not the context's
+    assert check.copied(answer) == copied
+    verdict = check(answer)
+    assert verdict.passed == (not copied)
+    if copied:
+        assert "from the worked example" in verdict.feedback and repr(copied[0]) in verdict.feedback
+
+
 def test_reads_inputs_looks_for_the_input_names_in_the_code():
     assert reads_inputs("print(context[:100])", ["context"])
     assert reads_inputs("hits = search('gate')", ["context"])
@@ -134,6 +150,19 @@ def test_the_graph_sends_an_ungrounded_answer_back_naming_the_token():
     [evaluation] = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
     assert (evaluation["checkpoint"], evaluation["decision"]) == ("grounding", "refine")
     assert "'45213' does not occur" in evaluation["feedback"]
+
+
+def test_the_graph_sends_back_an_answer_copied_from_its_worked_example():
+    """The example's code, run on another context, prints what llm_query makes of the example's
+    query; plain grounding would take that as read. The example's values are refused anyway."""
+    copied = cell('answer = llm_query("When did the Acme merger close? " + context[:100])\nprint(answer)\nFINAL(answer)')
+    out = create_rlm_graph(script(copied, cell("i = context.find('access code')\nprint(context[i:i + 60])"),
+                                  cell("FINAL('98321')")),
+                           sub_model=FakeLM(lambda prompt: "It closed on 2 June 2024.")).invoke(
+        {"query": "What is the access code for the north gate?", "context": CONTEXT})
+    assert (out["answer"], out["stop_reason"]) == ("98321", "final")
+    [evaluation] = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    assert "'2 June 2024' comes from the worked example" in evaluation["feedback"]
 
 
 def test_the_graph_checks_can_be_turned_off_and_skip_short_contexts():
