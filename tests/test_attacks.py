@@ -30,7 +30,6 @@ attacks_public = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(attacks_public)
 
 SECRET = "rlm-secret-" + secrets.token_hex(16)
-HOST_SECRET = SECRET  # the contract's "host global"
 CONTEXT = "The quick brown fox jumps over the lazy dog.\n" * 200
 LIMITED_WITHIN_S = 15.0
 
@@ -93,5 +92,3 @@ def test_attack(name, code, expected, confinement, attack_sandbox, tmp_path):
 
         integrity = sb.execute("import json\nprint(json.dumps({'a': 'b\\n'}), json.loads('\"x\\\\ny\"') == 'x\\ny')")
         assert integrity.output == '{"a": "b\\n"} True\n', f"{name}: shared modules damaged: {integrity}"
-    assert json.loads(json.dumps({"a": "b\n"})) == {"a": "b\n"}
-    assert os.environ["RLM_SANDBOX_SECRET"] == SECRET == HOST_SECRET
