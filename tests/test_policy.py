@@ -124,6 +124,19 @@ def test_probes_see_denied_names_as_absent(sb, code, expected):
     assert result.output.strip() == expected
 
 
+DENIED_BY_NAME = {  # each attribute names a way to frames, code or globals; refused by name, before any lookup
+    "gi_frame": "def g():\n    yield 1\nx = g()", "gi_code": "def g():\n    yield 1\nx = g()",
+    "cr_frame": "x = 1", "tb_frame": "x = 1", "f_globals": "x = 1", "co_code": "x = 1",
+}
+
+
+@pytest.mark.parametrize("name,setup", list(DENIED_BY_NAME.items()), ids=list(DENIED_BY_NAME))
+def test_frame_and_code_attributes_are_refused_by_name(sb, name, setup):
+    """By name, whatever the object: a lookup on an object that has the attribute must never run."""
+    error = sb.execute(f"{setup}\ngetattr(x, {name!r})").error
+    assert f"AttributeError: access to attribute {name!r} is not allowed in the sandbox" in error
+
+
 def test_class_level_tables_of_libraries_are_not_shared(sb):
     code = ("import textwrap\nt = textwrap.TextWrapper.unicode_whitespace_trans\nt[65] = 'Z'\n"
             "print(textwrap.TextWrapper.unicode_whitespace_trans.get(65), textwrap.fill('AAA'))")
