@@ -9,14 +9,17 @@ import textwrap
 import time
 from pathlib import Path
 
+import dspy
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.store.sqlite import SqliteStore
 
+from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Budget, Completion
 from tests.conftest import FakeLM
+from tests.dspy_lms import fields, function_lm, text_lm
 
 
 class ScriptedRoot:
@@ -195,3 +198,74 @@ def test_bad_follow_ups_are_named():
         paused.invoke({"query": "follow-up"}, thread())
     with pytest.raises(ValueError, match="budget_scope must be 'turn'"):
         create_rlm_graph(ScriptedRoot("x"), budget_scope="thread")
+
+
+# -- DSPy ------------------------------------------------------------------------------
+
+
+def dspy_step(code: str) -> dict[str, str]:
+    return {"reasoning": "next", "code": f"```python\n{code}\n```"}
+
+
+def recording_lm(*replies: dict[str, str]):
+    """A scripted DSPy root LM (replies in order, the last repeats) and the prompts it was sent."""
+    queue, prompts = list(replies), []
+
+    def reply(messages):
+        prompts.append("\n".join(str(m) for m in messages))
+        return fields(**(queue.pop(0) if len(queue) > 1 else queue[0]))
+
+    return function_lm(reply, model="scripted/root"), prompts
+
+
+DSPY_TURN_1 = (dspy_step("note = llm_query(context)\nsize = len(context)\nprint(size)"), dspy_step("SUBMIT(note)"))
+DSPY_TURN_2 = (dspy_step("print(note.lower(), size)"), dspy_step("SUBMIT(str(size))"))
+
+
+def test_a_dspy_session_answers_follow_ups_over_one_repl():
+    sub = text_lm(str.upper)
+    root, prompts = recording_lm(*DSPY_TURN_1, *DSPY_TURN_2)
+    rlm = RLM("context, query -> answer", sub_lm=sub)
+    before = workers()
+    with dspy.context(lm=root), rlm.session(context="abc def") as session:
+        first = session(query="shout the context")
+        kept = workers() - before
+        second = session.ask(query="how long is it?")
+        turn_2_prompts = prompts[2:]
+    assert (first.answer, second.answer) == ("ABC DEF", "7")
+    assert [e["output"] for e in second.trajectory] == ["abc def 7", "FINAL: {'answer': '7'}"]
+    assert [t.iterations for t in session.turns] == [2, 2] and session.turns[0].variables == ["note", "size"]
+    assert second.usage["llm_calls"] == 2 and first.usage["llm_calls"] == 3
+    assert [e["kind"] for e in second.events["events"]].count("sub_call") == 0  # turn 1 was not rerun
+    assert "Question: query: shout the context" in turn_2_prompts[0] and "Answer: ABC DEF" in turn_2_prompts[0]
+    assert "llm_query(context)" not in turn_2_prompts[0]  # turn 1's history is not in turn 2's prompt
+    assert len(kept) == 1 and not workers() & kept  # one worker for the session, gone at close
+
+
+def test_a_dspy_session_budget_covers_every_question():
+    for scope, expected in (("session", "max_iterations"), ("turn", "final")):
+        root, _ = recording_lm(*DSPY_TURN_1, dspy_step("print(size)"), dspy_step("SUBMIT('done')"))
+        rlm = RLM("context, query -> answer", sub_lm=text_lm(str.upper), budget=Budget(max_iterations=3))
+        with dspy.context(lm=root), rlm.session(context="abc def", budget_scope=scope) as session:
+            session(query="q1")
+            second = session(query="q2")
+        assert second.stop_reason == expected, scope
+        assert session.turns[1].iterations == (1 if scope == "session" else 2)
+
+
+def test_bad_dspy_session_use_is_named():
+    rlm = RLM("context, query -> answer", sub_lm=text_lm(str.upper))
+    root, _ = recording_lm(dspy_step("SUBMIT('x')"))
+    with dspy.context(lm=root):
+        session = rlm.session(context="abc")
+        with pytest.raises(ValueError, match=r"\['context'\] were loaded when the session opened"):
+            session(context="other", query="q")
+        with pytest.raises(ValueError, match="Missing required inputs: \\['query'\\]"):
+            session()
+        session.close()
+        with pytest.raises(RuntimeError, match="session is closed"):
+            session(query="q")
+    with pytest.raises(ValueError, match="Unexpected inputs"):
+        rlm.session(document="abc")
+    with pytest.raises(ValueError, match="budget_scope must be"):
+        rlm.session(context="abc", budget_scope="forever")
