@@ -269,3 +269,18 @@ def test_bad_dspy_session_use_is_named():
         rlm.session(document="abc")
     with pytest.raises(ValueError, match="budget_scope must be"):
         rlm.session(context="abc", budget_scope="forever")
+
+
+def test_the_readme_follow_up_snippet_runs():
+    from tests.test_readme import python_block
+
+    import rlm_dspy
+
+    dspy_root, _ = recording_lm(dspy_step("print(len(context))"), dspy_step("SUBMIT('acme')"))
+    names = {"model": ScriptedRoot(cell("late = context.split()\nprint(late)"), "FINAL_VAR(late)"),
+             "long_text": "acme late twice", "create_rlm_graph": create_rlm_graph, "rlm_dspy": rlm_dspy}
+    with dspy.context(lm=dspy_root):
+        exec(compile(python_block("rlm.session(context=long_text)"), "README.md", "exec"), names)  # noqa: S102
+    assert names["second"].answer == "acme"
+    assert names["graph"].invoke({"query": "again?"}, names["thread"])["turns"][1]["variables"] == []
+    names["graph"].close()
