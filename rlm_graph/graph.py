@@ -305,8 +305,8 @@ class RLMGraph(CompiledStateGraph):
     (see :mod:`sandbox.turns`); ``context`` (or ``context_ref``) in the input starts the thread
     over with a new REPL. The live REPL of each finished turn is kept for the next, for the
     ``keep_sessions`` most recent threads; :meth:`close_session` frees one thread's,
-    :meth:`close` all of them (and both happen when the graph is garbage-collected or the
-    interpreter exits). A freed thread can still go on: its next turn rebuilds the REPL by replay.
+    :meth:`close` all of them (as happens at interpreter exit; call it when done with the graph:
+    a kept REPL holds the graph, so garbage collection alone does not free it). A freed thread can still go on: its next turn rebuilds the REPL by replay.
     """
 
     def __init__(self, *, kept_contexts: KeptContexts | None = None, live: _LiveRuntimes | None = None,
@@ -1025,5 +1025,5 @@ def create_rlm_graph(
                                                                 if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
     if live is not None:
-        weakref.finalize(graph, live.close)  # no kept worker outlives the graph (or the interpreter)
+        weakref.finalize(graph, live.close)  # runs at interpreter exit at the latest: no kept worker outlives it
     return graph
