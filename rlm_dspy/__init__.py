@@ -6,6 +6,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # dspy imports li
 
 from rlm_dspy.interpreter import RestrictedPythonInterpreter  # noqa: E402
 from rlm_dspy.lm import DSPyLMClient, local_lm, router_lm  # noqa: E402
-from rlm_dspy.rlm import RLM  # noqa: E402
+from rlm_dspy.rlm import RLM, RLMSession  # noqa: E402
 
-__all__ = ["DSPyLMClient", "RLM", "RestrictedPythonInterpreter", "local_lm", "router_lm"]
+__all__ = ["DSPyLMClient", "RLM", "RLMSession", "RestrictedPythonInterpreter", "local_lm", "router_lm"]

@@ -55,6 +55,7 @@ from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
 from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
+from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
 
 logger = logging.getLogger(__name__)
 RESERVED_INPUTS = REPL_NAMES | {"interpreter_factory"}  # the last is forward()'s own keyword
@@ -117,6 +118,7 @@ class _Run:
         self.module, self.inputs, self.budget, self.trajectory = module, inputs, budget, trajectory
         self.runner, self.depth, self.owns_runner = runner, depth, owns_runner
         self.child_factory = child_factory
+        self.summary = ""  # of the earlier turns of an RLMSession, for the root LM
         self.rules = None if interpreter is None else _execution_instructions(interpreter, child_factory if owned else None)
         # No sub-LM configured is the cell's problem, not the run's: llm_query answers with the error.
         sub_lm = DSPyLMClient(module.sub_lm if module.sub_lm is not None else dspy.settings.lm)
@@ -145,12 +147,36 @@ class _Run:
                 interpreter.shutdown()  # idempotent by DSPy's contract; the Session may have closed it
             raise
         try:
-            for name, value in inputs.items():
-                if serializable.is_serializable(value):
-                    serializable.load(self.session.repl, name, value)
+            self.load({name: value for name, value in inputs.items() if serializable.is_serializable(value)})
         except BaseException:
             self.close()
             raise
+
+    def load(self, inputs: dict[str, Any]) -> None:
+        """Put ``inputs`` into the REPL: ``SandboxSerializable`` ones rebuilt there, the rest as variables."""
+        self.session.load({name: value for name, value in inputs.items() if not serializable.is_serializable(value)})
+        for name, value in inputs.items():
+            if serializable.is_serializable(value):
+                serializable.load(self.session.repl, name, value)
+
+    def begin_turn(self, inputs: dict[str, Any], *, trajectory: Trajectory, usage: dict[str, Any],
+                   earlier: str) -> None:
+        """Start the next question of an RLMSession: ``inputs`` are all of its inputs (the session's
+        and the question's), ``usage`` what the ledger reads now, ``earlier`` the summary of the turns before."""
+        self.inputs, self.trajectory, self.summary = inputs, trajectory, earlier
+        self.budget.restore(usage)
+        self.session.begin_turn(trajectory)
+        tracing.start_run(trajectory, engine="dspy", tracer_provider=self.module.tracer_provider,
+                          root_model=getattr(getattr(self.module.generate_action, "lm", None) or dspy.settings.lm,
+                                             "model", None))
+        self.extract_hold = hold_last_call(self.budget)
+
+    def end_turn(self) -> None:
+        """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
+        if self.extract_hold is not None:
+            self.budget.cancel(self.extract_hold, dispatched=False)
+            self.extract_hold = None
+        tracing.end_run(self.trajectory)
 
     def _repl_factory(self, interpreter: CodeInterpreter | None, owned: bool) -> REPLFactory | None:
         if interpreter is None:
@@ -173,10 +199,7 @@ class _Run:
         return str(child._drive_sync(run).answer)
 
     def close(self) -> None:
-        if self.extract_hold is not None:
-            self.budget.cancel(self.extract_hold, dispatched=False)
-            self.extract_hold = None
-        tracing.end_run(self.trajectory)
+        self.end_turn()
         try:
             self.session.close()
         finally:
@@ -320,7 +343,8 @@ class RLM(dspy.Module):
 
     # -- one call ----------------------------------------------------------------------
 
-    def _check_inputs(self, inputs: dict[str, Any]) -> None:
+    def _check_inputs(self, inputs: dict[str, Any], *, partial: bool = False) -> None:
+        """Refuse inputs the signature does not declare, or cannot load; with ``partial``, some may be missing."""
         expected = set(self.signature.input_fields)
         if "interpreter" in inputs and "interpreter" not in expected:
             raise TypeError("a caller-owned interpreter goes as the first positional argument when calling the "
@@ -328,7 +352,7 @@ class RLM(dspy.Module):
                             "creates and shuts down")
         if set(inputs) - expected:
             raise ValueError(f"Unexpected inputs not declared in the signature: {sorted(set(inputs) - expected)}")
-        if expected - set(inputs):
+        if expected - set(inputs) and not partial:
             raise ValueError(f"Missing required inputs: {sorted(expected - set(inputs))}")
         for name, value in inputs.items():
             if isinstance(value, str) or serializable.is_serializable(value):
@@ -356,8 +380,8 @@ class RLM(dspy.Module):
         return None if factory is RestrictedPythonInterpreter else factory
 
     def _open_run(self, inputs: dict[str, Any], interpreter: CodeInterpreter | None,
-                  factory: InterpreterFactory | None) -> _Run:
-        self._check_inputs(inputs)
+                  factory: InterpreterFactory | None, *, partial: bool = False) -> _Run:
+        self._check_inputs(inputs, partial=partial)
         if interpreter is not None and factory is not None:
             raise TypeError("pass a caller-owned interpreter or interpreter_factory=..., not both")
         if interpreter is not None and not isinstance(interpreter, CodeInterpreter):
@@ -416,7 +440,31 @@ class RLM(dspy.Module):
         finally:
             await asyncio.to_thread(run.close)
 
+    def session(self, *, budget_scope: BudgetScope = "turn", **inputs: Any) -> RLMSession:
+        """Load ``inputs`` once and answer several questions over them: see :class:`RLMSession`.
+
+        Args:
+            budget_scope: ``"turn"``: each question gets the budget's caps afresh; ``"session"``:
+                the caps cover every question of the session.
+            **inputs: some of the signature's input fields (typically the long context); each
+                question gives the others.
+
+        Returns:
+            The open session; close it (or use it in a ``with`` block) to stop its worker.
+
+        Raises:
+            ValueError: an input is not in the signature, or ``budget_scope`` is unknown.
+            TypeError: an input the REPL cannot load.
+        """
+        return RLMSession(self, inputs, budget_scope=check_scope(budget_scope))
+
     def _drive_sync(self, run: _Run) -> dspy.Prediction:
+        try:
+            return self._drive_steps(run)
+        finally:
+            run.close()
+
+    def _drive_steps(self, run: _Run) -> dspy.Prediction:
         steps = self._steps(run)
         try:
             step = next(steps)
@@ -429,8 +477,6 @@ class RLM(dspy.Module):
                 step = steps.send(value)
         except StopIteration as done:
             return done.value
-        finally:
-            run.close()
 
     def _perform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
@@ -462,7 +508,7 @@ class RLM(dspy.Module):
         """The RLM loop as a sequence of steps; the drivers perform them (sync or async)."""
         history = REPLHistory(max_output_chars=self.max_output_chars)
         described = self._build_variables(**run.inputs)
-        variables = [self._guide(run), *(v.format() for v in described)]
+        variables = [self._guide(run), *([run.summary] if run.summary else []), *(v.format() for v in described)]
         # The checks for grounded answers apply to inputs the model was not shown in full (a long
         # context); over inputs it saw whole, it may answer at once, as with dspy.RLM.
         unseen = [v.name for v in described if len(v.preview) < v.total_length]
@@ -618,6 +664,82 @@ class RLM(dspy.Module):
         return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
                                final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
                                events=run.trajectory.to_dict())
+
+
+class RLMSession:
+    """Questions over inputs loaded once into one REPL (from :meth:`RLM.session`).
+
+    Each question (``session(query=...)`` or :meth:`ask`) is a turn: the REPL keeps the loaded
+    inputs and every variable earlier turns made, and the root LM is told of those turns by a
+    short summary (:func:`sandbox.turns.summary`) in ``variables_info``, never their histories.
+    It returns a ``dspy.Prediction`` as :meth:`RLM.forward` does, with ``usage`` and ``events``
+    of that turn; :attr:`turns` records them all. Cells run in the module's restricted sandbox
+    or on its ``interpreter_factory``'s interpreter. ``close()`` (or leaving a ``with`` block)
+    stops the worker.
+    """
+
+    def __init__(self, module: RLM, inputs: dict[str, Any], *, budget_scope: BudgetScope):
+        self.module, self.budget_scope = module, budget_scope
+        self.loaded = dict(inputs)
+        self.turns: list[Turn] = []
+        self._run: _Run | None = module._open_run(self.loaded, None, None, partial=True)
+        self._run.end_turn()  # each question holds its own call for `extract`, and has its own spans
+
+    def ask(self, **inputs: Any) -> dspy.Prediction:
+        """Answer one question over the session's inputs.
+
+        Args:
+            **inputs: the signature's input fields the session was not opened with.
+
+        Returns:
+            A ``dspy.Prediction``, as :meth:`RLM.forward` returns it; its ``usage`` is this turn's.
+
+        Raises:
+            RuntimeError: the session is closed.
+            ValueError: an input is missing, not in the signature, or was loaded when the session opened.
+        """
+        run = self._run
+        if run is None:
+            raise RuntimeError("this RLM session is closed: open another with rlm.session(**inputs)")
+        again = sorted(set(inputs) & set(self.loaded))
+        if again:
+            raise ValueError(f"inputs {again} were loaded when the session opened; give each question only the "
+                             f"others, or open a new session (rlm.session(...)) for new values")
+        everything = {**self.loaded, **inputs}
+        self.module._check_inputs(everything)
+        trajectory = Trajectory(_describe(inputs))
+        if self.module.on_event is not None:
+            trajectory.subscribe(self.module.on_event)
+        start = starting_usage(self.turns, scope=self.budget_scope)
+        run.begin_turn(everything, trajectory=trajectory, usage=start, earlier=summary(self.turns))
+        before = run.session.repl.variables()
+        try:
+            run.load(inputs)
+            prediction = self.module._drive_steps(run)
+        finally:
+            run.end_turn()
+        outputs = {name: prediction[name] for name in self.module.signature.output_fields}
+        turn = Turn(query=trajectory.query, answer=next(iter(outputs.values())) if len(outputs) == 1 else outputs,
+                    stop_reason=prediction.stop_reason, iterations=len(trajectory.of_kind("iteration")),
+                    variables=made_variables([*before, *inputs], run.session.repl.variables()),
+                    usage=usage_since(run.budget.spent(), start))
+        self.turns.append(turn)
+        prediction.usage = turn.usage
+        return prediction
+
+    __call__ = ask
+
+    def close(self) -> None:
+        """Stop the session's worker (idempotent); a later question raises ``RuntimeError``."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.close()
+
+    def __enter__(self) -> RLMSession:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _searched_input(inputs: dict[str, Any]) -> str | None:

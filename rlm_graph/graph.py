@@ -15,13 +15,23 @@ in LangGraph ``DeltaChannel``s: a checkpoint stores only what its super-step add
 checkpoint bytes per super-step do not grow with the iterations before it. Nodes
 return whole values; :func:`_as_deltas` turns them into the appended part (or an
 ``Overwrite`` where a value was replaced, e.g. an exchange dropped from the chat).
+
+Follow-up questions (:mod:`sandbox.turns`): with a checkpointer, an input with no ``context``
+on a thread whose last question finished is the thread's next turn. It keeps the context, the
+REPL's variables and the logs of code and host calls; its chat starts afresh with a summary of
+the earlier turns. The finished turn's live REPL waits in the graph (:class:`_LiveRuntimes`, the
+``keep_sessions`` most recent threads) for the next; elsewhere, or once dropped, the follow-up
+rebuilds it by the replay above. An input with ``context`` starts the thread over.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Required, TypedDict
@@ -64,10 +74,11 @@ from sandbox.prompts import (
 )
 from sandbox.refinement import RefinementState, decide, feedback_message
 from sandbox.replay import CallLog
-from sandbox.repl import CellResult
+from sandbox.repl import CellResult, SandboxError
 from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
 from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
+from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
 
 STATE_VERSION = 2  # 2: the growing logs are DeltaChannels, the context is in the store
 Review = Literal["code", "final"]
@@ -115,6 +126,7 @@ class RLMInput(TypedDict, total=False):
     context: Context
     context_ref: str
     depth: int
+    follow_up: bool  # set by RLMGraph: the input has no context, so it continues the thread
     parent: Annotated[ParentLink | None, UntrackedValue(object)]
 
 
@@ -124,6 +136,7 @@ class RLMOutput(TypedDict, total=False):
     iterations: int
     stop_reason: str
     trajectory: Annotated[dict[str, Any], _TRAJECTORY]
+    turns: list[dict[str, Any]]
 
 
 class RLMState(TypedDict, total=False):
@@ -146,6 +159,11 @@ class RLMState(TypedDict, total=False):
     answer: Any
     stop_reason: str | None
     iterations: int
+    follow_up: bool
+    turns: list[dict[str, Any]]  # the thread's finished turns (sandbox.turns.Turn), this one last once done
+    turn_open: bool  # a turn started and has not reached finalize (paused, or failed)
+    turn_start: dict[str, Any]  # the ledger when this turn started
+    variables_before: list[str]  # the REPL's names when this turn started
     parent: Annotated[ParentLink | None, UntrackedValue(object)]
     runtime: Annotated[Any, UntrackedValue(object)]
 
@@ -178,21 +196,92 @@ class _Runtime:
         if self.writer is not None:
             self.writer({"type": event["kind"], **{k: v for k, v in event.items() if k != "kind"}})
 
+    def end_turn(self) -> None:
+        """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
+        held = self.take_extract_hold()
+        if held is not None:
+            self.budget.cancel(held, dispatched=False)
+        tracing.end_run(self.trajectory)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            held = self.take_extract_hold()
-            if held is not None:
-                self.budget.cancel(held, dispatched=False)
-            tracing.end_run(self.trajectory)
+            self.end_turn()
             self.session.close()
             if self.owns_runner:
                 self.runner.close()
 
 
+class _LiveRuntimes:
+    """The live REPLs of finished turns, by thread, waiting for a follow-up: the ``limit`` most
+    recently used; an older one is closed (its thread's next turn rebuilds it by replay).
+
+    A runtime is handed out only to the turn that comes right after the one that kept it (the
+    same number of turns and cells on the thread); one kept for a thread that moved on elsewhere
+    (another process, a rewound checkpoint) is closed instead.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._kept: OrderedDict[tuple[str, str], tuple[_Runtime, int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, key: tuple[str, str], runtime: _Runtime, *, turns: int, cells: int) -> None:
+        with self._lock:
+            replaced = self._kept.pop(key, None)
+            self._kept[key] = (runtime, turns, cells)
+            stale = [self._kept.popitem(last=False)[1] for _ in range(len(self._kept) - self.limit)]
+        for old, _, _ in ([replaced] if replaced is not None else []) + stale:
+            old.close()
+
+    def take(self, key: tuple[str, str], *, turns: int, cells: int) -> _Runtime | None:
+        """The runtime kept for ``key`` if it is the one this thread's state continues, else ``None``."""
+        with self._lock:
+            kept = self._kept.pop(key, None)
+        if kept is None:
+            return None
+        runtime, kept_turns, kept_cells = kept
+        if (kept_turns, kept_cells) == (turns, cells) and not runtime.closed:
+            return runtime
+        runtime.close()
+        return None
+
+    def close(self, key: tuple[str, str] | None = None) -> int:
+        """Close the runtime kept for ``key`` (every one, when ``None``); how many were closed."""
+        with self._lock:
+            if key is None:
+                closing = [kept[0] for kept in self._kept.values()]
+                self._kept.clear()
+            else:
+                kept = self._kept.pop(key, None)
+                closing = [] if kept is None else [kept[0]]
+        for runtime in closing:
+            runtime.close()
+        return len(closing)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 # Set by create_rlm_node: the parent node's stream writer. A subgraph's own custom events reach a
 # parent's stream only with subgraphs=True; written here, they reach it like the node's own.
 PARENT_STREAM_WRITER = "rlm_parent_stream_writer"
+
+
+def _thread_key(config: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """The (thread_id, graph namespace) of the user's ``config``, or of the running node's when
+    ``None``; ``None`` outside a thread. (A node's ``checkpoint_ns`` ends with its own task,
+    ``name:task-id``: the graph's namespace is the path before it, by node names.)"""
+    inside = config is None
+    if inside:
+        try:
+            config = get_config()
+        except RuntimeError:
+            return None
+    configurable = config.get("configurable") or {}
+    thread_id = configurable.get("thread_id")
+    path = [part.split(":")[0] for part in str(configurable.get("checkpoint_ns") or "").split("|") if part]
+    return None if thread_id is None else (str(thread_id), "|".join(path[:-1] if inside else path))
 
 
 def _stream_writer() -> Callable[[Any], None] | None:
@@ -211,11 +300,21 @@ class RLMGraph(CompiledStateGraph):
     written before the next starts, so a worker killed at any point resumes elsewhere from the
     last completed super-step. (``"async"``, LangGraph's default, may lose every checkpoint
     after the first to a SIGKILL.) Pass ``durability=`` to choose otherwise.
+
+    Follow-ups: with a checkpointer, ``{"query": ...}`` without ``context`` on a thread whose
+    last question finished asks the thread's next question over the same context and REPL
+    (see :mod:`sandbox.turns`); ``context`` (or ``context_ref``) in the input starts the thread
+    over with a new REPL. The live REPL of each finished turn is kept for the next, for the
+    ``keep_sessions`` most recent threads; :meth:`close_session` frees one thread's,
+    :meth:`close` all of them (as happens at interpreter exit; call it when done with the graph:
+    a kept REPL holds the graph, so garbage collection alone does not free it). A freed thread can still go on: its next turn rebuilds the REPL by replay.
     """
 
-    def __init__(self, *, kept_contexts: KeptContexts | None = None, **kwargs: Any):
+    def __init__(self, *, kept_contexts: KeptContexts | None = None, live: _LiveRuntimes | None = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.kept_contexts = kept_contexts  # set when the store is the graph's own InMemoryStore
+        self.live = live  # the kept REPLs of finished turns; None without a checkpointer
 
     def _stash_context(self, input: Any) -> Any:
         if not isinstance(input, Mapping):
@@ -228,9 +327,37 @@ class RLMGraph(CompiledStateGraph):
             context = check_context(input.pop("context"))
             input["context_ref"] = (self.kept_contexts.put(context) if self.kept_contexts is not None
                                     else put_context(self.store, context))
-        elif not isinstance(input.get("context_ref"), str):
-            raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
+        elif not isinstance(input.get("context_ref"), str) and self.checkpointer in (None, False):
+            raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on (a "
+                             "follow-up without context needs a graph with a checkpointer and the thread_id "
+                             "of the earlier question)")
+        input["follow_up"] = not isinstance(input.get("context_ref"), str)
         return input
+
+    def close_session(self, config: Mapping[str, Any]) -> bool:
+        """Free the live REPL kept for the thread ``config`` names (its worker process stops).
+
+        The thread's checkpoints stay: a later follow-up on it rebuilds the REPL by replaying
+        its code, with host-function answers from its call log.
+
+        Args:
+            config: the run config, ``{"configurable": {"thread_id": ...}}``.
+
+        Returns:
+            Whether a live REPL was kept for that thread.
+
+        Raises:
+            ValueError: ``config`` names no thread.
+        """
+        key = _thread_key(config)
+        if key is None:
+            raise ValueError("close_session needs the thread's config: {'configurable': {'thread_id': ...}}")
+        return self.live is not None and self.live.close(key) > 0
+
+    def close(self) -> None:
+        """Free every live REPL this graph keeps for follow-ups; the graph stays usable."""
+        if self.live is not None:
+            self.live.close()
 
     def _durable(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if kwargs.get("durability") is None and self.checkpointer not in (None, False):
@@ -252,8 +379,10 @@ class _Engine:
                  max_refinements: int, min_gain: float, review: Review | None, tools: dict[str, Callable[..., Any]],
                  instructions: str | None, max_iterations: int, root_max_tokens: int, options: SandboxOptions,
                  store: BaseStore, look_before_answer: bool, grounding: bool,
-                 tracer_provider: TracerProvider | None = None):
+                 tracer_provider: TracerProvider | None = None, budget_scope: BudgetScope = "turn",
+                 live: _LiveRuntimes | None = None):
         self.root, self.sub = root, sub
+        self.budget_scope, self.live = budget_scope, live
         self.tracer_provider = tracer_provider
         self.look_before_answer, self.grounding = look_before_answer, grounding
         self.budget = budget
@@ -379,25 +508,85 @@ class _Engine:
         query, ref = state.get("query"), state.get("context_ref")
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
+        if state.get("follow_up"):
+            return self._follow_up(state)
         if not isinstance(ref, str):
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on")
-        fresh: RLMState = {"query": query, "context_ref": ref, "depth": state.get("depth", 0),
-                           "version": STATE_VERSION, "code_log": [], "call_log": [], "iteration": 0,
-                           "pending_code": None, "failed_cell": None, "candidate": None, "looked": True,
-                           "refinement": RefinementState().to_dict(),
-                           "answer": None, "stop_reason": None, "iterations": 0,
-                           "parent": state.get("parent")}
+        fresh = self._turn_state(state, turns=[])
+        fresh.update(code_log=[], call_log=[])
+        if self.live is not None and state.get("parent") is None:
+            key = _thread_key()
+            if key is not None:
+                self.live.close(key)  # the thread starts over: its earlier REPL, if kept, is done with
         context = get_context(self.store, ref)
-        fresh["context_chars"] = len(context) if isinstance(context, str) else sum(map(len, context))
-        fresh["looked"] = not (self.look_before_answer and fresh["context_chars"] > SEEN_WHOLE_CHARS)
         runtime = self._open_runtime(fresh, replay=False, context=context)
+        return self._start_turn(runtime, fresh, context, turns=[], code_log=[])
+
+    def _turn_state(self, state: RLMState, *, turns: list[Turn]) -> RLMState:
+        """The state a new turn starts from (code and call logs aside)."""
+        return {"query": state["query"], "context_ref": state["context_ref"], "depth": state.get("depth", 0),
+                "version": STATE_VERSION, "iteration": 0, "pending_code": None, "failed_cell": None,
+                "candidate": None, "looked": True, "refinement": RefinementState().to_dict(), "answer": None,
+                "stop_reason": None, "iterations": 0, "parent": state.get("parent"), "follow_up": False,
+                "turns": [turn.to_dict() for turn in turns], "turn_open": True,
+                "usage": starting_usage(turns, scope=self.budget_scope)}
+
+    def _start_turn(self, runtime: _Runtime, fresh: RLMState, context: Context, *, turns: list[Turn],
+                    code_log: list[str]) -> Command:
+        """The turn's first chat (the summary of ``turns`` before the query) and bookkeeping; ``code_log``
+        is what earlier turns ran (code that read the context there counts as looking at it)."""
         runtime.budget.start()
+        chars = len(context) if isinstance(context, str) else sum(map(len, context))
+        read_before = any(reads_inputs(code, ["context"]) for code in code_log)
+        fresh.update(context_chars=chars, turn_start=runtime.usage(),
+                     looked=read_before or not (self.look_before_answer and chars > SEEN_WHOLE_CHARS),
+                     variables_before=runtime.session.repl.variables())
         system = root_system_prompt(max_output_chars=self.options.max_output_chars, tools=self.tools,
                                     can_recurse=runtime.budget.allows_depth(fresh["depth"] + 1),
                                     instructions=self.instructions)
-        fresh["messages"] = [{"role": "system", "content": system},
-                             {"role": "user", "content": query_message(query, describe_context(context))}]
+        opening = query_message(fresh["query"], describe_context(context))
+        if turns:
+            opening = f"{summary(turns)}\n\n{opening}"
+        fresh["messages"] = [{"role": "system", "content": system}, {"role": "user", "content": opening}]
+        del fresh["usage"]  # the runtime's ledger says it now
         return Command(update=self._progress(runtime, **fresh), goto="root_lm")
+
+    def _follow_up(self, state: RLMState) -> Command:
+        """The thread's next question: its REPL (kept live, else rebuilt by replay), a fresh chat."""
+        if not isinstance(state.get("context_ref"), str):
+            raise ValueError("this thread has no earlier question to follow up on: its first question needs "
+                             "'context' (the text to work on)")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"this thread was written by rlm_graph state version {state.get('version')!r}; "
+                             f"this is version {STATE_VERSION}. Start a new thread (pass 'context' again).")
+        if state.get("turn_open", True):
+            raise ValueError("the last question on this thread has not finished (it is paused at a review, or "
+                             "it failed): resume it with invoke(Command(resume=...), config) or "
+                             "invoke(None, config) first, or pass 'context' to start the thread over")
+        turns = [Turn.from_dict(turn) for turn in state.get("turns") or []]
+        fresh = self._turn_state(state, turns=turns)
+        code_log = list(state.get("code_log") or [])  # the thread's logs go on, unchanged
+        key = _thread_key() if state.get("parent") is None else None
+        runtime = None
+        if self.live is not None and key is not None:
+            runtime = self.live.take(key, turns=len(turns), cells=len(code_log))
+        if runtime is None:
+            runtime = self._open_runtime({**fresh, "code_log": code_log, "call_log": state.get("call_log") or []},
+                                         replay=True)
+        else:
+            self._continue_runtime(runtime, fresh)
+        return self._start_turn(runtime, fresh, runtime.session.context, turns=turns, code_log=code_log)
+
+    def _continue_runtime(self, runtime: _Runtime, fresh: RLMState) -> None:
+        """Point a kept runtime at a new turn: its own trajectory, ledger and call held for ``extract``."""
+        runtime.budget.restore(fresh["usage"])
+        runtime.trajectory = Trajectory(fresh["query"])
+        runtime.session.begin_turn(runtime.trajectory)
+        runtime.writer = _stream_writer()
+        runtime.trajectory.subscribe(runtime.emit)
+        tracing.start_run(runtime.trajectory, engine="langgraph", tracer_provider=self.tracer_provider,
+                          root_model=getattr(self.root, "model", None))
+        runtime.extract_hold = hold_last_call(runtime.budget)
 
     def root_lm(self, state: RLMState) -> Command:
         runtime = self._runtime(state)
@@ -611,15 +800,29 @@ class _Engine:
             answer = state["candidate"].get("answer")
         reason = state.get("stop_reason") or "final"
         update: dict[str, Any] = {"answer": answer, "stop_reason": reason, "iterations": state.get("iteration", 0),
-                                  "runtime": None}
-        if runtime is not None and not runtime.closed:
-            if state.get("parent") is None:
-                runtime.writer = _stream_writer()
+                                  "runtime": None, "turn_open": False}
+        if runtime is None or runtime.closed:
+            return update
+        if state.get("parent") is not None:
             runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
                                       stop_reason=reason, iteration=state.get("iteration", 0))
             runtime.close()  # first: it gives back the call held for `extract`, if unused
-            update.update(usage=runtime.budget.spent(), trajectory=runtime.trajectory.to_dict())
-        return update
+            return {**update, "usage": runtime.budget.spent(), "trajectory": runtime.trajectory.to_dict()}
+        runtime.writer = _stream_writer()
+        runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
+                                  stop_reason=reason, iteration=state.get("iteration", 0))
+        runtime.end_turn()  # first: it gives back the call held for `extract`, if unused
+        turn = Turn(query=state["query"], answer=answer, stop_reason=reason, iterations=state.get("iteration", 0),
+                    variables=made_variables(state.get("variables_before") or [], _names(runtime)),
+                    usage=usage_since(runtime.budget.spent(), state.get("turn_start") or {}))
+        turns = [*(state.get("turns") or []), turn.to_dict()]
+        key = _thread_key()
+        if self.live is not None and key is not None:
+            runtime.writer = None  # this run's stream (it holds the graph: a kept one would keep the graph alive)
+            self.live.keep(key, runtime, turns=len(turns), cells=len(state.get("code_log") or []))
+        else:
+            runtime.close()
+        return {**update, "usage": turn.usage, "trajectory": runtime.trajectory.to_dict(), "turns": turns}
 
 
 def _as_deltas(node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
@@ -665,6 +868,14 @@ def _trajectory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
     if isinstance(events, Overwrite) or isinstance(children, Overwrite):
         return Overwrite(new)
     return {"query": new["query"], "depth": new["depth"], "events": events, "children": children}
+
+
+def _names(runtime: _Runtime) -> list[str]:
+    """The names defined in the REPL now; none when its worker is gone."""
+    try:
+        return runtime.session.repl.variables()
+    except SandboxError:
+        return []
 
 
 def _names_a_variable(runtime: _Runtime, action: Action) -> bool:
@@ -735,6 +946,8 @@ def create_rlm_graph(
     look_before_answer: bool = True,
     grounding: bool = True,
     tracer_provider: TracerProvider | None = None,
+    budget_scope: BudgetScope = "turn",
+    keep_sessions: int = 8,
 ) -> RLMGraph:
     """Build and compile an RLM graph: input ``{"query", "context"}``, output
     ``{"answer", "usage", "iterations", "stop_reason", "trajectory"}``.
@@ -758,6 +971,11 @@ def create_rlm_graph(
     failed check goes back to the model as feedback. Both are on by default.
     Each run emits OpenTelemetry spans of its whole call tree (:mod:`sandbox.tracing`) when the
     application has set a tracer provider, or to ``tracer_provider`` when given.
+    With a checkpointer, ``{"query": ...}`` without ``context`` on a thread is a follow-up
+    question (see :class:`RLMGraph`); ``budget_scope="turn"`` gives each question the budget's
+    caps afresh, ``"session"`` makes them cover all the questions of a thread. The live REPLs of
+    the ``keep_sessions`` most recent threads are kept for their follow-ups (``0``: none; a
+    follow-up then rebuilds its REPL by replay).
     """
     if review not in (None, "code", "final"):
         raise ValueError(f"review must be None, 'code' or 'final', got {review!r}")
@@ -767,6 +985,10 @@ def create_rlm_graph(
         raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    check_scope(budget_scope)
+    if isinstance(keep_sessions, bool) or not isinstance(keep_sessions, int) or keep_sessions < 0:
+        raise ValueError(f"keep_sessions must be an integer >= 0, got {keep_sessions!r}")
+    live = _LiveRuntimes(keep_sessions) if isinstance(checkpointer, BaseCheckpointSaver) and keep_sessions else None
     kept_contexts = None
     if store is None:
         store = InMemoryStore()
@@ -786,7 +1008,8 @@ def create_rlm_graph(
                      max_refinements=max_refinements, min_gain=min_gain, review=review,
                      tools=check_user_tools(tools), instructions=system_prompt, max_iterations=max_iterations,
                      root_max_tokens=root_max_tokens, options=sandbox_options, store=store,
-                     look_before_answer=look_before_answer, grounding=grounding, tracer_provider=tracer_provider)
+                     look_before_answer=look_before_answer, grounding=grounding, tracer_provider=tracer_provider,
+                     budget_scope=budget_scope, live=live)
     builder = StateGraph(RLMState, input_schema=RLMInput, output_schema=RLMOutput)
     nodes = {"prepare": ("root_lm",), "root_lm": ("review_code", "execute", "review_final", "evaluate", "finalize",
                                                   "extract", "root_lm"),
@@ -800,7 +1023,9 @@ def create_rlm_graph(
     builder.add_edge(START, "prepare")
     builder.add_edge("finalize", END)
     compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
-    graph = RLMGraph(kept_contexts=kept_contexts, **{k: v for k, v in compiled.__dict__.items()
-                                                     if k != "__orig_class__"})
+    graph = RLMGraph(kept_contexts=kept_contexts, live=live, **{k: v for k, v in compiled.__dict__.items()
+                                                                if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
+    if live is not None:
+        weakref.finalize(graph, live.close)  # runs at interpreter exit at the latest: no kept worker outlives it
     return graph

@@ -1,6 +1,7 @@
 """One RLM run at one depth: its REPL, host functions, and the record of what ran.
 
-Both adapters open a :class:`Session` per run; it loads the context, wires
+Both adapters open a :class:`Session` per run (or per multi-turn session, see
+:mod:`sandbox.turns`: :meth:`Session.begin_turn` points it at each question's trajectory); it loads the context, wires
 ``llm_query``/``llm_query_batched``/``rlm_query``/``search`` and the user's tools into the
 sandbox (through a :class:`~sandbox.replay.CallLog` when the run may be
 replayed), and records every cell in the trajectory.
@@ -123,14 +124,34 @@ class Session:
                                 tool_timeout=options.tool_timeout, confinement=options.confinement,
                                 submit_fields=submit_fields, max_final_chars=options.max_final_chars)
         # Inputs a cell cannot replace (the Sandbox puts them back); another REPL gets them as it can.
-        bind = self.repl.set_variable if repl_factory is not None else functools.partial(self.repl.set_variable,
-                                                                                          restore=True)
+        self._bind = self.repl.set_variable if repl_factory is not None else functools.partial(
+            self.repl.set_variable, restore=True)
         try:
-            for name, value in variables.items():
-                bind(name, context if name == "context" else value)
+            self.load({name: context if name == "context" else value for name, value in variables.items()})
         except BaseException:
             self.repl.close()
             raise
+
+    def load(self, variables: Mapping[str, Any]) -> None:
+        """Bind ``variables`` in the REPL as inputs (a cell that replaces one gets it back).
+
+        Args:
+            variables: name to value; names must not be REPL functions.
+
+        Raises:
+            SandboxError: the sandbox is closed, or a value cannot be sent to it.
+        """
+        for name, value in variables.items():
+            self._bind(name, value)
+
+    def begin_turn(self, trajectory: Trajectory) -> None:
+        """Record from now on into ``trajectory``: the next question of a multi-turn session.
+
+        Args:
+            trajectory: the new turn's trajectory (the host functions record into it too).
+        """
+        self.trajectory = trajectory
+        self.host.trajectory = trajectory
 
     def run_cell(self, code: str, *, iteration: int) -> CellResult:
         """Execute one cell and record it in the trajectory (as previews, with the full lengths).
