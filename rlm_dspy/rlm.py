@@ -25,7 +25,7 @@ import pydantic
 from dspy.adapters.types.tool import Tool
 from dspy.adapters.utils import parse_value, translate_field_type
 from dspy.primitives.code_interpreter import SIMPLE_TYPES, CodeInterpreter
-from dspy.primitives.repl_types import REPLHistory, REPLVariable
+from dspy.primitives.repl_types import REPLEntry, REPLHistory, REPLVariable
 from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
 from opentelemetry.trace import TracerProvider
@@ -45,6 +45,7 @@ from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
+from sandbox.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
 from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
 from sandbox.grounding import GroundingCheck, premature_answer, reads_inputs
 from sandbox.lm import is_context_window_error
@@ -97,6 +98,14 @@ class _TooLong:
 @dataclass(frozen=True)
 class _Cell:
     code: str
+
+
+@dataclass(frozen=True)
+class _Compact:
+    """A step of the loop: summarize the oldest ``steps`` of the history (see sandbox.compaction)."""
+
+    steps: list[Step]
+    iteration: int
 
 
 @dataclass(frozen=True)
@@ -486,7 +495,20 @@ class RLM(dspy.Module):
                 return _recoverable(exc)
         if isinstance(step, _Cell):
             return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
+        if isinstance(step, _Compact):
+            return self._compact(run, step)
         return self._evaluate(run, step.outputs)
+
+    def _compact(self, run: _Run, step: _Compact) -> str | _TooLong:
+        """The summary of ``step.steps`` by the root LM, metered; ``_TooLong`` if they overflow it too."""
+        lm = DSPyLMClient(resolve_lm(self.generate_action.lm, "RLM's root predictors"))
+        try:
+            return run.runner.run(compact(lm, step.steps, query=run.trajectory.query, budget=run.budget,
+                                          trajectory=run.trajectory, iteration=step.iteration))
+        except Exception as exc:
+            if is_context_window_error(exc):
+                return _TooLong()
+            raise
 
     async def _aperform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
@@ -528,14 +550,25 @@ class RLM(dspy.Module):
                 stop_reason = self._note_budget(run, exc)
                 break
             if isinstance(action, _TooLong):
-                # The history outgrew the root model's window: keep its newer half and go on.
-                run.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's window")
-                if not len(history):
+                # The history outgrew the root model's window: its oldest steps become a summary.
+                entries = list(history)
+                steps = [Step(said=f"{e.reasoning}\n{e.code}".strip(), output=e.output) for e in entries]
+                count = how_many_to_compact(steps)
+                summary = None
+                if count:
+                    try:
+                        summary = yield _Compact(steps[:count], iteration)
+                    except BudgetExceeded as exc:
+                        stop_reason = self._note_budget(run, exc)
+                        break
+                if not isinstance(summary, str):
+                    run.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
+                                          "window, with " + ("no earlier step to compact" if not count else
+                                                             "steps to compact longer than the window too"))
                     stop_reason = "context_window"
                     break
-                entries = list(history)
-                history = REPLHistory(entries=entries[len(entries) // 2 + len(entries) % 2:],
-                                      max_output_chars=self.max_output_chars)
+                history = REPLHistory(entries=[REPLEntry(reasoning=COMPACTED_STEPS, code="", output=summary),
+                                               *entries[count:]], max_output_chars=self.max_output_chars)
                 continue
             if isinstance(action, _Unparsed):
                 fenced = parse_reply(action.reply)

@@ -52,12 +52,12 @@ from rlm_graph.contexts import KeptContexts, get_context, put_context
 from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
+from sandbox.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
 from sandbox.context import Context, check_context, describe_context
 from sandbox.evaluator import Evaluation, Evaluator, as_evaluator
 from sandbox.grounding import SEEN_WHOLE_CHARS, GroundingCheck, premature_answer, reads_inputs
 from sandbox.lm import (
     LMClient,
-    drop_oldest_exchange,
     estimate_prompt_tokens,
     is_context_window_error,
     metered_completion,
@@ -588,6 +588,31 @@ class _Engine:
                           root_model=getattr(self.root, "model", None))
         runtime.extract_hold = hold_last_call(runtime.budget)
 
+    def _compact(self, runtime: _Runtime, state: RLMState, iteration: int) -> Command:
+        """The root's chat outgrew its window: its oldest steps become a summary (:mod:`sandbox.compaction`)."""
+        head, chat = state["messages"][:2], _chat_steps(state["messages"][2:])
+        steps = [Step(said=step[0]["content"], output="\n\n".join(m["content"] for m in step[1:])) for step in chat]
+        count = how_many_to_compact(steps)
+        if not count:
+            runtime.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
+                                      "window, with no earlier step to compact")
+            return self._stop(runtime, state, "context_window", iteration=iteration)
+        try:
+            summary = runtime.runner.run(compact(self.root, steps[:count], query=state["query"], budget=runtime.budget,
+                                                 trajectory=runtime.trajectory, iteration=iteration))
+        except BudgetExceeded as exc:
+            return self._budget_stop(runtime, state, exc, iteration=iteration)
+        except Exception as exc:
+            if not is_context_window_error(exc):
+                raise
+            runtime.trajectory.record("note", iteration=iteration, message="the steps to compact were longer than "
+                                      "the model's window too")
+            return self._stop(runtime, state, "context_window", iteration=iteration)
+        messages = [*head, {"role": "assistant", "content": COMPACTED_STEPS}, {"role": "user", "content": summary},
+                    *(message for step in chat[count:] for message in step)]
+        return Command(update=self._progress(runtime, messages=messages, iteration=iteration, iterations=iteration),
+                       goto="root_lm")
+
     def root_lm(self, state: RLMState) -> Command:
         runtime = self._runtime(state)
         iteration = state["iteration"] + 1
@@ -604,14 +629,7 @@ class _Engine:
         except Exception as exc:
             if not is_context_window_error(exc):
                 raise
-            # The conversation outgrew the root model's window: forget the oldest exchange.
-            shorter = drop_oldest_exchange(state["messages"])
-            runtime.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
-                                      "window; " + ("dropped the oldest exchange" if shorter else "nothing to drop"))
-            if shorter is None:
-                return self._stop(runtime, state, "context_window", iteration=iteration)
-            return Command(update=self._progress(runtime, messages=shorter, iteration=iteration,
-                                                 iterations=iteration), goto="root_lm")
+            return self._compact(runtime, state, iteration)
         runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
                                   prompt_tokens=completion.prompt_tokens,
                                   completion_tokens=completion.completion_tokens,
@@ -868,6 +886,18 @@ def _trajectory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
     if isinstance(events, Overwrite) or isinstance(children, Overwrite):
         return Overwrite(new)
     return {"query": new["query"], "depth": new["depth"], "events": events, "children": children}
+
+
+def _chat_steps(messages: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The root's chat after its opening, as steps: each assistant message with the messages that
+    answered it (a cell's output, a reviewer's or evaluator's feedback)."""
+    steps: list[list[dict[str, str]]] = []
+    for message in messages:
+        if message["role"] == "assistant" or not steps:
+            steps.append([message])
+        else:
+            steps[-1].append(message)
+    return steps
 
 
 def _names(runtime: _Runtime) -> list[str]:

@@ -574,8 +574,11 @@ class _Page:
             batch_tokens = 0
             if kind == "rlm_query":
                 parts.append(self._rlm_query(run, offset, event, children, path, totals))
-            elif kind in ("search", "budget", "note"):
+            elif kind in ("search", "budget", "note", "compaction"):
                 parts.append(getattr(self, f"_{kind}")(run, offset, event))
+                if kind == "compaction":  # an LM call of its own, counted in the budget
+                    totals.tokens += _tokens(event)
+                    totals.calls += 1
             else:
                 parts.append(self._unknown(run, offset, event))
         close_batch()
@@ -721,6 +724,16 @@ class _Page:
         self._problem(run, offset, event, anchor, f"note: {_clip(message, 140)}", False)
         return (f'<div class="flag" id="{anchor}">{self._stamp(offset, event, "note")}{_esc(message)}'
                 f'{self._extras(event, ("message", "count", "iteration"))}</div>')
+
+    def _compaction(self, run: Run, offset: float, event: Mapping[str, Any]) -> str:
+        anchor = self._id()
+        message = (f"compacted the {_int(event.get('steps'))} oldest steps: {_int(event.get('chars_before')):,} "
+                   f"characters became {_int(event.get('chars_after')):,}")
+        self._problem(run, offset, event, anchor, message, False)
+        return (f'<details class="flag" id="{anchor}"><summary>{self._stamp(offset, event, "compaction")}'
+                f'{_esc(message)} <span class="mute">{_tokens(event):,} tokens</span></summary>'
+                f'<div class="lbl">summary</div><pre>{_esc(event.get("summary"))}</pre>'
+                f'{self._extras(event, ("steps", "chars_before", "chars_after", "summary", "iteration"))}</details>')
 
     def _evaluation(self, run: Run, offset: float, event: Mapping[str, Any]) -> str:
         anchor = self._id()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-EVENT_KINDS = frozenset({"iteration", "lm_call", "cell", "sub_call", "rlm_query", "search", "evaluation",
+EVENT_KINDS = frozenset({"iteration", "lm_call", "cell", "sub_call", "rlm_query", "search", "evaluation", "compaction",
                          "budget", "final", "note"})
 Listener = Callable[[dict[str, Any]], None]
 PREVIEW_CHARS = 2000

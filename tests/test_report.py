@@ -78,6 +78,8 @@ def kinds_trajectory() -> Trajectory:
         "rlm_query": {"prompt": f"child {EVIL}", "child_depth": 1, "degraded": False, "context_chars": 4},
         "budget": {"limit": "max_tokens", "message": f"budget exhausted {EVIL}", "spent": {"tokens": 99}},
         "note": {"message": f"note {EVIL}"},
+        "compaction": {"iteration": 1, "steps": 3, "chars_before": 9000, "chars_after": 300, "prompt_tokens": 40,
+                       "completion_tokens": 20, "summary": f"summary {EVIL}"},
         "cell": {"iteration": 1, "code": f"print({EVIL!r})", "code_chars": 20, "output": f"out {EVIL}",
                  "output_chars": 9, "error": f"ValueError: {EVIL}", "error_chars": 9, "limit": None,
                  "has_final": False, "seconds": 0.2, "restarted": False},

@@ -261,19 +261,29 @@ def test_wall_clock_cuts_a_pending_root_call():
     assert out.stop_reason == "max_seconds" and time.monotonic() - started < 2.5
 
 
-def test_an_overlong_history_is_halved_not_fatal():
+def test_an_overlong_history_is_compacted_into_a_summary_and_goes_on():
     from dspy.utils.exceptions import ContextWindowExceededError
 
-    calls = []
+    from sandbox.compaction import COMPACT_SYSTEM_PROMPT
+
+    histories = []
 
     def reply(messages):
-        calls.append(messages[-1][1].count("=== Step "))
-        if calls[-1] >= 3:
+        if messages[0][1] == COMPACT_SYSTEM_PROMPT:
+            return "x was set to 1, then 2."
+        steps = messages[-1][1].count("=== Step ")
+        histories.append(messages[-1][1])
+        if steps >= 3:
             raise ContextWindowExceededError(model="scripted", message="maximum context length is 8192 tokens")
-        return fields(reasoning="go", code="SUBMIT(answer='done')" if len(calls) > 4 else "x = 1")
+        done = "x was set to 1, then 2." in messages[-1][1]
+        return fields(reasoning="go", code="SUBMIT(answer='done')" if done and steps == 2 else "x = 1")
 
     out = run(RLM("context -> answer", sub_lm=text_lm(str.upper)), function_lm(reply), context="c")
-    assert out.answer == "done" and any(e["kind"] == "note" for e in out.events["events"])
+    assert out.answer == "done" and out.stop_reason == "final"
+    [event] = [e for e in out.events["events"] if e["kind"] == "compaction"]
+    assert event["steps"] == 2 and event["summary"] == "x was set to 1, then 2."
+    assert "(My earlier steps, compacted" in histories[-1] and histories[-1].count("=== Step ") == 2
+    assert out.usage["llm_calls"] == len(histories) + 1  # every root call, and the summary
 
 
 def test_a_run_that_cannot_start_gives_back_the_call_held_for_extract(monkeypatch):

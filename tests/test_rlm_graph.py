@@ -440,21 +440,50 @@ def test_messages_stream_carries_root_and_sub_call_tokens():
     assert nodes == {"root_lm", "execute"}
 
 
-def test_an_overlong_conversation_sheds_its_oldest_exchange():
+def test_an_overlong_conversation_is_compacted_into_a_summary_and_goes_on():
+    class ContextWindowExceededError(Exception):
+        pass
+
+    seen: list[list[dict]] = []
+
+    class Windowed(FakeLM):  # a window of 1,300 characters; the compaction request fits in it
+        async def acomplete(self, messages, *, max_tokens):
+            seen.append(messages)
+            if sum(len(m["content"]) for m in messages[1:]) > 1_300:
+                raise ContextWindowExceededError("maximum context length is 8192 tokens")
+            return await super().acomplete(messages, max_tokens=max_tokens)
+
+    def reply(prompt):
+        if prompt.startswith("Query: q\n\nStep 1."):
+            return "x was set to 1, then 2; each cell printed 300 dots."
+        return next(replies)
+
+    replies = iter([cell("x = 1\nprint('.' * 300)"), cell("x += 1\nprint('.' * 300)"),
+                    cell("x += 1\nprint('.' * 300)"), cell("FINAL(x)")])
+    out = create_rlm_graph(Windowed(reply), sub_model=upper_lm(), system_prompt="short").invoke(
+        {"query": "q", "context": "c"})
+    assert out["answer"] == 3 and out["stop_reason"] == "final"
+    [event] = [e for e in out["trajectory"]["events"] if e["kind"] == "compaction"]
+    assert event["steps"] >= 1 and event["chars_after"] < event["chars_before"]
+    assert out["usage"]["llm_calls"] == 4 + 1 + 1  # four replies, one overflowed call, one summary
+    last = seen[-1]
+    assert "each cell printed 300 dots" in last[3]["content"] and last[2]["content"].startswith("(My earlier steps")
+    assert all("x = 1" not in m["content"] for m in last[2:])  # the compacted step is gone, not the newest
+
+
+def test_a_run_whose_last_step_alone_overflows_stops_with_context_window():
     class ContextWindowExceededError(Exception):
         pass
 
     class Windowed(FakeLM):
         async def acomplete(self, messages, *, max_tokens):
-            if len(messages) > 5:
+            if len(messages) > 3:
                 raise ContextWindowExceededError("maximum context length is 8192 tokens")
             return await super().acomplete(messages, max_tokens=max_tokens)
 
-    replies = iter(["```repl\nx = 1\n```", "```repl\nx += 1\n```", "```repl\nFINAL(x)\n```"])
-    graph = create_rlm_graph(Windowed(lambda p: next(replies)), sub_model=upper_lm())
-    out = graph.invoke({"query": "q", "context": "c"})
-    assert out["answer"] == 2 and out["stop_reason"] == "final"
-    assert any(e["kind"] == "note" and "window" in e["message"] for e in out["trajectory"]["events"])
+    out = create_rlm_graph(Windowed(lambda p: cell("x = 1")), sub_model=upper_lm()).invoke({"query": "q", "context": "c"})
+    assert out["stop_reason"] == "context_window"
+    assert [e["kind"] for e in out["trajectory"]["events"]].count("compaction") == 0
 
 
 def stored_contexts(store) -> int:
