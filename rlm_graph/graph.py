@@ -306,8 +306,8 @@ class RLMGraph(CompiledStateGraph):
     (see :mod:`sandbox.turns`); ``context`` (or ``context_ref``) in the input starts the thread
     over with a new REPL. The live REPL of each finished turn is kept for the next, for the
     ``keep_sessions`` most recent threads; :meth:`close_session` frees one thread's,
-    :meth:`close` all of them (as happens at interpreter exit; call it when done with the graph:
-    a kept REPL holds the graph, so garbage collection alone does not free it). A freed thread can still go on: its next turn rebuilds the REPL by replay.
+    :meth:`close` all of them (as happens when the graph is garbage-collected, and at interpreter
+    exit). A freed thread can still go on: its next turn rebuilds the REPL by replay.
     """
 
     def __init__(self, *, kept_contexts: KeptContexts | None = None, live: _LiveRuntimes | None = None,

@@ -37,7 +37,10 @@ class AsyncRunner:
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
+                # Made in an empty context: the loop's own handles (its self-pipe reader) keep the
+                # context they were made in for the loop's life, and a caller's (a LangGraph node's
+                # config, which holds its graph) would keep that graph alive as long as the loop.
+                loop = contextvars.Context().run(asyncio.new_event_loop)
                 thread = threading.Thread(target=loop.run_forever, name="rlm-async-runner", daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread

@@ -151,6 +151,23 @@ def test_no_kept_worker_outlives_the_interpreter():
     assert not running(pid)
 
 
+def test_a_dropped_graph_frees_its_kept_worker():
+    """Nothing outside the graph may hold it: then collecting it stops the worker it kept."""
+    import gc
+
+    before = workers()
+    graph = two_turn_graph(ScriptedRoot(*TURN_1), FakeLM(str.upper))
+    graph.invoke({"query": "q1", "context": "abc def"}, thread())
+    kept = workers() - before
+    assert len(kept) == 1
+    del graph
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while workers() & kept and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not workers() & kept
+
+
 def test_only_the_most_recent_threads_keep_a_live_worker():
     before = workers()
     graph = two_turn_graph(ScriptedRoot(*TURN_1), FakeLM(str.upper), keep_sessions=1)
