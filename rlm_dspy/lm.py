@@ -18,8 +18,8 @@ from dspy import lm15
 
 from sandbox.aio import CallTimedOut, call_with_timeout
 from sandbox.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm import (ROOT_MAX_TOKENS, Completion, Messages, completion_from_response, estimate_prompt_tokens,
-                        litellm_input_tokens, price_usd)
+from sandbox.lm import (LOCAL_MODEL, ROOT_MAX_TOKENS, Completion, Messages, check_held, completion_from_response,
+                        estimate_prompt_tokens, litellm_input_tokens, price_usd)
 from sandbox.local import local_endpoint
 from sandbox.router import RouterClient, is_router
 
@@ -50,7 +50,7 @@ def local_lm(**kwargs: Any) -> dspy.LM:
 def as_dspy_lm(lm: Any) -> Any:
     """``lm`` as a ``dspy.LM`` where it names one another way: ``"local"`` (the embedded model,
     :func:`local_lm`) or a one-group ``litellm.Router`` (:func:`router_lm`); anything else as it is."""
-    if isinstance(lm, str) and lm == "local":
+    if isinstance(lm, str) and lm == LOCAL_MODEL:
         return local_lm()
     return router_lm(lm) if is_router(lm) else lm
 
@@ -215,12 +215,8 @@ class MeteredCall:
             self.reservation = budget.reserve_call(tokens=prompt_bound + output_bound,
                                                    cost_usd=price_usd(model, prompt_bound, output_bound) if model
                                                    else 0.0)
-        elif held.tokens and prompt_bound + output_bound > held.tokens:
-            raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need "
-                                               f"{prompt_bound + output_bound} tokens, {held.tokens} are held "
-                                               "for it", budget.spent())
         else:
-            budget.check_time()
+            check_held(held, budget, prompt_bound + output_bound)
             self.reservation = held
 
     def finish(self, tracker: Any) -> tuple[int, int]:

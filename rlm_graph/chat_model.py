@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import convert_to_messages
+import sys
+from typing import TYPE_CHECKING, Any
 
 from sandbox.lm import Completion, LMClient, Messages, as_lm_client
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 
 class ChatModelClient:
@@ -26,6 +27,8 @@ class ChatModelClient:
             bound = self.chat_model.bind(max_tokens=max_tokens)
         except (TypeError, ValueError, NotImplementedError):
             bound = self.chat_model
+        from langchain_core.messages import convert_to_messages
+
         reply = await bound.ainvoke(convert_to_messages(messages))
         usage = getattr(reply, "usage_metadata", None) or {}
         text = reply.content if isinstance(reply.content, str) else _text_of(reply.content)
@@ -37,9 +40,16 @@ def _text_of(content: list[Any]) -> str:
     return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in content)
 
 
+def is_chat_model(value: Any) -> bool:
+    """Whether ``value`` is a LangChain chat model; asks only when LangChain's model classes were
+    imported (a chat model exists only then), so a run on a model string never imports them."""
+    models = sys.modules.get("langchain_core.language_models")
+    return models is not None and isinstance(value, models.BaseChatModel)
+
+
 def as_client(model: Any, *, api_base: str | None = None, api_key: str | None = None) -> LMClient:
     """A chat model, a litellm model string (with optional ``api_base``), a ``litellm.Router``, or an LMClient."""
-    if isinstance(model, BaseChatModel):
+    if is_chat_model(model):
         return ChatModelClient(model)
     if isinstance(model, str):
         return as_lm_client(model, api_base=api_base, api_key=api_key)

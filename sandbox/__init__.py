@@ -1,33 +1,42 @@
 """The shared RLM core: a restricted REPL in a worker process, host functions, budgets,
-LM clients, evaluators and the trajectory record. Both adapters build on this package."""
+LM clients, evaluators and the trajectory record. Both adapters build on this package.
 
+The names below are imported on first use (PEP 562), so that ``import sandbox.cli`` or one
+adapter pays only for the modules it runs, never for the others' frameworks.
+"""
+
+import importlib
 import os
+from typing import Any
 
 # litellm fetches its price map over the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from sandbox.aio import AsyncRunner  # noqa: E402
-from sandbox.bridge import ChildRunner, HostFunctions  # noqa: E402
-from sandbox.budget import Budget, BudgetExceeded, CapReached, Reservation, SharedLedger  # noqa: E402
-from sandbox.confine import ConfinedResult, ConfinementUnavailable, run_confined  # noqa: E402
-from sandbox.context import Context, check_context, describe_context  # noqa: E402
-from sandbox.evaluator import (  # noqa: E402
-    CallableEvaluator,
-    Evaluation,
-    Evaluator,
-    LMJudge,
-    as_evaluator,
-    to_evaluation,
-)
-from sandbox.lm import Completion, LiteLLMClient, LMClient, as_lm_client, metered_completion  # noqa: E402
-from sandbox.pg_ledger import PostgresLedger  # noqa: E402  (psycopg is imported on first use)
-from sandbox.repl import CellResult, Sandbox, SandboxError, WorkerStartError  # noqa: E402
-from sandbox.trajectory import Trajectory  # noqa: E402
+_HOMES = {
+    "sandbox.aio": ("AsyncRunner",),
+    "sandbox.bridge": ("ChildRunner", "HostFunctions"),
+    "sandbox.budget": ("Budget", "BudgetExceeded", "CapReached", "Reservation", "SharedLedger"),
+    "sandbox.confine": ("ConfinedResult", "ConfinementUnavailable", "run_confined"),
+    "sandbox.context": ("Context", "check_context", "describe_context"),
+    "sandbox.evaluator": ("CallableEvaluator", "Evaluation", "Evaluator", "LMJudge", "as_evaluator", "to_evaluation"),
+    "sandbox.lm": ("Completion", "LiteLLMClient", "LMClient", "as_lm_client", "metered_completion"),
+    "sandbox.pg_ledger": ("PostgresLedger",),  # psycopg is imported on first use
+    "sandbox.repl": ("CellResult", "Sandbox", "SandboxError", "WorkerStartError"),
+    "sandbox.trajectory": ("Trajectory",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
-__all__ = [
-    "AsyncRunner", "Budget", "BudgetExceeded", "CallableEvaluator", "CapReached", "CellResult", "ChildRunner",
-    "Completion", "ConfinedResult", "ConfinementUnavailable", "Context", "Evaluation", "Evaluator", "HostFunctions", "LiteLLMClient", "LMClient",
-    "LMJudge", "PostgresLedger", "Reservation", "SharedLedger", "Sandbox", "SandboxError", "Trajectory", "WorkerStartError",
-    "as_evaluator", "as_lm_client", "check_context", "describe_context", "metered_completion",
-    "run_confined", "to_evaluation",
-]
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 from sandbox import report as trace_report
 from sandbox.budget import Budget
-from sandbox.lm import LOCAL_MODEL, LiteLLMClient, default_api_key
+from sandbox.lm import LOCAL_MODEL, LiteLLMClient, default_api_key, import_litellm
 from sandbox.local import DEFAULT_PORT, PORT_ENV, STARTING_NOTICE, LocalModelError, LocalModelServer, endpoint_of, \
     serve_port, served_at, warm_endpoint
 from sandbox.progress import ProgressDisplay
@@ -142,6 +142,12 @@ def model_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
     with LocalModelServer().start(tell) as server:
         local = endpoint_of(server)
         yield Endpoint(local.model, local.model, local.api_base, local.api_key)
+
+
+def prefetch_litellm() -> None:
+    """Import litellm on a daemon thread, while the worker starts and the context loads: it takes
+    seconds, and the first LM call would otherwise wait for all of them."""
+    threading.Thread(target=import_litellm, name="rlm-import-litellm", daemon=True).start()
 
 
 def notify(message: str) -> None:
@@ -261,6 +267,7 @@ def ask(args: argparse.Namespace) -> int:
     for option, model in (("--model", args.model), ("--sub-model", args.sub_model)):
         if model:
             check_model(model, option)
+    prefetch_litellm()
     for option, path in (("--trace", args.trace), ("--report", args.report)):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"{option} {path}: the folder {Path(path).resolve().parent} does not exist")

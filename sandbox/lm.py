@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import importlib.util
 import io
+import json
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sandbox.budget import Budget, BudgetExceeded, Reservation
@@ -25,6 +30,9 @@ PLACEHOLDER_API_KEY = "sk-local-no-key"  # OpenAI-compatible local servers ignor
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators a chat template adds per message
 CHARS_PER_TOKEN = 4  # what a token of English text averages; turns a window in tokens into characters
 ROOT_MAX_TOKENS = 2048  # the longest root reply, where neither the caller nor the LM sets a bound
+OPENAI_PREFIX = "openai/"  # litellm routes "openai/<name>" to its OpenAI provider, always
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+MODEL_MAP_FILE = "model_prices_and_context_window_backup.json"  # the map litellm reads (LITELLM_LOCAL_MODEL_COST_MAP)
 
 
 @dataclass(frozen=True)
@@ -74,14 +82,6 @@ def is_context_window_error(exc: BaseException) -> bool:
     return "ContextWindowExceeded" in type(exc).__name__ or "maximum context length" in str(exc)
 
 
-def drop_oldest_exchange(messages: Messages, keep_first: int = 2) -> Messages | None:
-    """``messages`` without its oldest assistant/user exchange after the first ``keep_first``
-    (the system prompt and the query); ``None`` when there is nothing left to drop."""
-    if len(messages) <= keep_first + 1:
-        return None
-    return [*messages[:keep_first], *messages[keep_first + 2:]]
-
-
 def input_window_tokens(lm: Any) -> int | None:
     """The input window of ``lm`` in tokens, when its client can tell (see :func:`litellm_input_tokens`).
 
@@ -109,6 +109,8 @@ def litellm_input_tokens(model: str) -> int | None:
     Returns:
         The window in tokens, or ``None`` for a model the map does not list (local models).
     """
+    if is_unlisted(model):
+        return None
     litellm = import_litellm()
 
     try:
@@ -126,6 +128,32 @@ def check_messages(messages: Any) -> Messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content', got {m!r:.200}")
     return messages
+
+
+def check_held(held: Reservation, budget: Budget, tokens: int) -> None:
+    """Refuse a call that needs more than ``held`` holds for it, or comes after the time cap.
+
+    Args:
+        held: what was reserved earlier for this call (see :func:`~sandbox.budget.hold_last_call`).
+        budget: the ledger it was reserved on.
+        tokens: the call's upper bound on tokens, prompt and reply.
+
+    Raises:
+        BudgetExceeded: ``tokens`` is over what ``held`` holds, or the wall clock ran out.
+    """
+    if held.tokens and tokens > held.tokens:
+        raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need {tokens} tokens, "
+                                           f"{held.tokens} are held for it", budget.spent())
+    budget.check_time()
+
+
+def reservation_cost(lm: Any, budget: Budget, prompt_tokens: int, completion_tokens: int) -> float:
+    """The cost to hold for a call before dispatch: its bound when a cost cap (or a shared ledger,
+    whose other users may cap cost) can use it, else 0.0, so that no price is looked up on the way
+    to the socket where nothing reads it."""
+    if budget.max_cost_usd is None and budget.ledger is None:
+        return 0.0
+    return estimate_cost(lm, prompt_tokens, completion_tokens)
 
 
 async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget, max_tokens: int,
@@ -153,15 +181,11 @@ async def metered_completion(lm: LMClient, messages: Messages, *, budget: Budget
     prompt_bound = estimate_prompt_tokens(messages)
     if held is None:
         reservation = budget.reserve_call(tokens=prompt_bound + max_tokens,
-                                          cost_usd=estimate_cost(lm, prompt_bound, max_tokens))
+                                          cost_usd=reservation_cost(lm, budget, prompt_bound, max_tokens))
     else:
         reservation = held
         try:
-            if held.tokens and prompt_bound + max_tokens > held.tokens:
-                raise BudgetExceeded("max_tokens", f"budget exhausted (max_tokens): this call may need "
-                                                   f"{prompt_bound + max_tokens} tokens, {held.tokens} are held "
-                                                   "for it", budget.spent())
-            budget.check_time()
+            check_held(held, budget, prompt_bound + max_tokens)
         except BudgetExceeded:
             budget.cancel(held, dispatched=False)
             raise
@@ -192,7 +216,8 @@ class LiteLLMClient:
     no ``api_key`` (none given, none in the provider's environment variable) it sends a
     placeholder key, which local OpenAI-compatible servers ignore. Rate limits,
     timeouts, connection errors and 5xx are retried ``max_retries`` times with
-    jittered exponential backoff; other errors are raised at once.
+    jittered exponential backoff (a refused connection is not: nothing listens there);
+    other errors are raised at once.
     """
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
@@ -216,21 +241,18 @@ class LiteLLMClient:
         return f"LiteLLMClient({self.model!r}{base})"
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
-        litellm = import_litellm()
-
-        transient = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
-                     litellm.ServiceUnavailableError, litellm.InternalServerError)
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             try:
-                response = await litellm.acompletion(
+                response = await import_litellm().acompletion(
                     model=self.model, messages=messages, max_tokens=max_tokens, api_base=self.api_base,
                     api_key=self._api_key, timeout=self.timeout_s, num_retries=0, **self.completion_kwargs)
-                break
-            except transient:
-                if attempt == self.max_retries:
+                return completion_from_response(response, self.model)
+            except Exception as exc:
+                if attempt == self.max_retries or not is_transient(exc) or is_refused(exc):
                     raise
-                await asyncio.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
-        return completion_from_response(response, self.model)
+            await asyncio.sleep(self.backoff_s * (2 ** attempt) * (1 + random.random()))
+            attempt += 1
 
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return price_usd(self.model, prompt_tokens, completion_tokens)
@@ -238,6 +260,24 @@ class LiteLLMClient:
     def input_window(self) -> int | None:
         """The model's input window in tokens from litellm's local map; ``None`` when not listed."""
         return litellm_input_tokens(self.model)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a litellm error worth retrying: a rate limit, a timeout, a lost connection, a 5xx."""
+    litellm = import_litellm()
+    return isinstance(exc, (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
+                            litellm.ServiceUnavailableError, litellm.InternalServerError))
+
+
+def is_refused(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an error it came from) is a refused connection: nothing listens at the address."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def completion_from_response(response: Any, model: str) -> Completion:
@@ -259,6 +299,8 @@ def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _prices_per_million(model: str) -> tuple[float, float]:
+    if is_unlisted(model):
+        return 0.0, 0.0
     litellm = import_litellm()
 
     try:
@@ -270,7 +312,30 @@ def _prices_per_million(model: str) -> tuple[float, float]:
     return float(prompt_cost), float(completion_cost)
 
 
+@functools.lru_cache(maxsize=1)
+def bundled_model_map() -> dict[str, Any]:
+    """litellm's bundled model map (prices, windows), read from its JSON file without importing
+    litellm (some seconds); empty when the file cannot be read."""
+    spec = importlib.util.find_spec("litellm")  # finds the package without running it
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((Path(location) / MODEL_MAP_FILE).read_text(encoding="utf-8"))
+    return {}
+
+
+def is_unlisted(model: str) -> bool:
+    """Whether ``model`` is an ``openai/<name>`` that litellm's bundled map lists under neither
+    name: litellm knows no price or window for it (it raises ModelNotMappedError), so nobody need
+    import litellm to learn that. Other models are for litellm to look up."""
+    if not model.startswith(OPENAI_PREFIX):
+        return False
+    known = bundled_model_map()
+    return bool(known) and model not in known and model[len(OPENAI_PREFIX):] not in known
+
+
 def _check_routable(model: str) -> None:
+    if model.startswith(OPENAI_PREFIX) and model[len(OPENAI_PREFIX):].strip():
+        return  # litellm routes every "openai/<name>" to its OpenAI provider: no need to import it to know
     litellm = import_litellm()
 
     try:
@@ -297,6 +362,8 @@ def default_api_key(model: str, api_base: str | None, api_key: str | None) -> st
     """
     if api_key is not None or api_base is None:
         return api_key
+    if model.startswith(OPENAI_PREFIX):  # what litellm's validate_environment checks for this provider
+        return None if OPENAI_KEY_ENV in os.environ else PLACEHOLDER_API_KEY
     try:
         in_environment = bool(import_litellm().validate_environment(model).get("keys_in_environment"))
     except Exception:  # noqa: BLE001 - litellm raises several types for models it cannot place

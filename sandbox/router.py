@@ -31,7 +31,7 @@ class RouterClient:
     def __init__(self, router: Any, model: str | None = None, **completion_kwargs: Any):
         if not is_router(router):
             raise TypeError(f"RouterClient needs a litellm.Router, got {type(router).__name__}")
-        groups = sorted(set(router.get_model_names()))
+        groups = sorted(set(router.registry().names()))
         if model is None:
             if len(groups) != 1:
                 raise ValueError(f"this Router has the model groups {groups}; say which one to call: "
@@ -48,7 +48,7 @@ class RouterClient:
 
     def deployment_models(self) -> list[str]:
         """The litellm model strings of all the router's deployments (a fallback may take any group)."""
-        return [str(d["litellm_params"]["model"]) for d in self.router.get_model_list() or []]
+        return [str(d["litellm_params"]["model"]) for d in self.router.registry().deployments() or []]
 
     async def acomplete(self, messages: Messages, *, max_tokens: int) -> Completion:
         response = await self.router.acompletion(model=self.model, messages=messages, max_tokens=max_tokens,
