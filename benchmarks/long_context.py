@@ -80,7 +80,8 @@ def run_dspy(case: Case, endpoint: Endpoint, max_iterations: int) -> Run:
 def run_direct(case: Case, endpoint: Endpoint, window_chars: int) -> Run:
     import asyncio
 
-    from sandbox import Budget, LiteLLMClient, metered_completion
+    from sandbox import Budget, LiteLLMClient
+    from sandbox.lm import metered_completion
 
     budget = Budget()
     prompt = f"{case.question}\n\nText:\n{case.context[:window_chars]}\n\nAnswer briefly."

@@ -12,16 +12,16 @@ from typing import Any
 # litellm fetches its price map over the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+# What users of the core need. Plumbing (the bridge, the runner, reservations, the confinement
+# primitives, context checks) stays importable from its own module for those who build on it.
 _HOMES = {
-    "sandbox.aio": ("AsyncRunner",),
-    "sandbox.bridge": ("ChildRunner", "HostFunctions"),
-    "sandbox.budget": ("Budget", "BudgetExceeded", "CapReached", "Reservation", "SharedLedger"),
-    "sandbox.confine": ("ConfinedResult", "ConfinementUnavailable", "run_confined"),
-    "sandbox.context": ("Context", "check_context", "describe_context"),
-    "sandbox.evaluator": ("CallableEvaluator", "Evaluation", "Evaluator", "LMJudge", "as_evaluator", "to_evaluation"),
-    "sandbox.lm": ("Completion", "LiteLLMClient", "LMClient", "as_lm_client", "metered_completion"),
+    "sandbox.budget": ("Budget", "BudgetExceeded", "SharedLedger"),
+    "sandbox.evaluator": ("CallableEvaluator", "Evaluation", "Evaluator", "LMJudge", "as_evaluator"),
+    "sandbox.lm": ("Completion", "LiteLLMClient", "LMClient"),
     "sandbox.pg_ledger": ("PostgresLedger",),  # psycopg is imported on first use
     "sandbox.repl": ("CellResult", "Sandbox", "SandboxError", "WorkerStartError"),
+    "sandbox.confine": ("ConfinementUnavailable",),
+    "sandbox.session": ("SandboxOptions",),
     "sandbox.trajectory": ("Trajectory",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from sandbox import AsyncRunner, Budget, Completion, HostFunctions, Trajectory
+from sandbox import Budget, Completion, Trajectory
+from sandbox.aio import AsyncRunner
+from sandbox.bridge import HostFunctions
 
 
 class FakeLM:

@@ -24,7 +24,9 @@ import urllib.request
 from contextlib import ExitStack
 from typing import Any
 
-from sandbox import AsyncRunner, Budget, Completion, HostFunctions, PostgresLedger, Trajectory
+from sandbox import Budget, Completion, PostgresLedger, Trajectory
+from sandbox.aio import AsyncRunner
+from sandbox.bridge import HostFunctions
 
 QUERY = "What do the notes say?"
 

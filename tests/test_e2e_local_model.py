@@ -15,7 +15,9 @@ import pytest
 from cookbook.demo import NEEDLE, long_document
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
-from sandbox import AsyncRunner, Budget, HostFunctions, LiteLLMClient, LMJudge, Trajectory
+from sandbox import Budget, LiteLLMClient, LMJudge, Trajectory
+from sandbox.aio import AsyncRunner
+from sandbox.bridge import HostFunctions
 from sandbox import cli
 from sandbox.local import LocalModelServer
 from tests.processes import llama_servers

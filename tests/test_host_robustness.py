@@ -81,7 +81,8 @@ def test_the_window_comes_from_litellms_local_model_map(make_host_functions):
 
 
 def test_litellm_is_not_imported_for_a_client_that_is_not_a_litellm_model():
-    code = ("import sys\nfrom sandbox import AsyncRunner, Budget, HostFunctions, Trajectory\n"
+    code = ("import sys\nfrom sandbox import Budget, Trajectory\nfrom sandbox.aio import AsyncRunner\n"
+            "from sandbox.bridge import HostFunctions\n"
             "from tests.conftest import FakeLM\nr = AsyncRunner()\n"
             "h = HostFunctions(lm=FakeLM(), budget=Budget(), trajectory=Trajectory('q'), runner=r)\n"
             "assert h.prompt_limit.chars == 400_000\nr.close()\nassert 'litellm' not in sys.modules\n")

@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
-from sandbox import AsyncRunner, Budget, HostFunctions, LiteLLMClient, Sandbox, Trajectory, as_lm_client
+from sandbox import Budget, LiteLLMClient, Sandbox, Trajectory
+from sandbox.aio import AsyncRunner
+from sandbox.bridge import HostFunctions
+from sandbox.lm import as_lm_client
 from sandbox.lm import estimate_prompt_tokens, metered_completion
 from tests.openai_stub import OpenAIStub
 

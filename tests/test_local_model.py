@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import sandbox.local as local
-from sandbox import LiteLLMClient, as_lm_client
+from sandbox import LiteLLMClient
+from sandbox.lm import as_lm_client
 from sandbox.lm import PLACEHOLDER_API_KEY
 from sandbox.local import ALIAS, LocalModelError, local_endpoint, model_assembled, served_at, warm_endpoint
 from tests.openai_stub import OpenAIStub
@@ -231,7 +232,7 @@ def test_rlm_serve_is_reused_by_python_and_rlm_ask_and_stops_on_sigterm(tmp_path
         endpoint = local_endpoint(port=port)  # Python: the warm one, no server of its own
         assert endpoint.api_base == f"http://127.0.0.1:{port}/v1" and local._process_server is None
         client = LiteLLMClient(endpoint.model, api_base=endpoint.api_base, api_key=endpoint.api_key)
-        from sandbox import AsyncRunner
+        from sandbox.aio import AsyncRunner
 
         runner = AsyncRunner()
         try:

@@ -220,7 +220,7 @@ def test_a_router_with_a_failing_endpoint_still_answers():
 def test_a_single_group_router_is_accepted_as_a_model():
     import litellm
 
-    from sandbox import as_lm_client
+    from sandbox.lm import as_lm_client
     from sandbox.router import RouterClient
 
     router = litellm.Router(model_list=[{"model_name": "g", "litellm_params": {"model": "openai/gpt-4o-mini"}}])
