@@ -34,9 +34,16 @@ def _encode(context: Context) -> tuple[str, str]:
 
 
 def context_ref(context: Context) -> str:
-    """The content-addressed reference of ``context``: ``"<kind>:sha256:<hex>"``."""
+    """The content-addressed reference of ``context``: ``"<kind>:sha256:<hex>"``.
+
+    The text is hashed ``CHUNK_CHARS`` at a time: its UTF-8 bytes are never all held at once
+    (a 100 MB context would otherwise be copied once more just to be hashed).
+    """
     kind, text = _encode(context)
-    return f"{kind}:sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+    digest = hashlib.sha256()
+    for i in range(0, len(text), CHUNK_CHARS):
+        digest.update(text[i:i + CHUNK_CHARS].encode("utf-8"))
+    return f"{kind}:sha256:{digest.hexdigest()}"
 
 
 def _namespace(ref: str) -> tuple[str, ...]:
@@ -47,12 +54,14 @@ def _namespace(ref: str) -> tuple[str, ...]:
     return (*NAMESPACE, digest)
 
 
-def put_context(store: BaseStore, context: Context) -> str:
+def put_context(store: BaseStore, context: Context, *, chunk_chars: int | None = CHUNK_CHARS) -> str:
     """Store ``context`` (once: a context already there is not written again).
 
     Args:
         store: the graph's store.
         context: a str or a list of str.
+        chunk_chars: the most characters one store item holds; ``None``: one item holds the whole
+            text (a store in this process's memory then keeps the caller's str itself, not a copy).
 
     Returns:
         Its reference, for ``context_ref`` in the graph's state.
@@ -66,7 +75,8 @@ def put_context(store: BaseStore, context: Context) -> str:
     if store.get(namespace, "meta") is not None:
         return ref
     kind, text = _encode(context)
-    chunks = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    step = chunk_chars or len(text) or 1
+    chunks = [text] if step >= len(text) else [text[i:i + step] for i in range(0, len(text), step)]
     store.batch([PutOp(namespace, str(i), {"text": chunk}, index=False) for i, chunk in enumerate(chunks)])
     store.put(namespace, "meta", {"kind": kind, "chunks": len(chunks), "chars": len(text)}, index=False)
     return ref
@@ -105,7 +115,8 @@ def delete_context(store: BaseStore, ref: str) -> None:
 
 class KeptContexts:
     """The contexts kept in a store only this process uses (a graph's default ``InMemoryStore``):
-    the ``limit`` most recently used; older ones are deleted.
+    the ``limit`` most recently used; older ones are deleted. Each is one item holding the
+    caller's str itself (no row size to respect, so no chunk copies).
 
     Without it, a long-lived graph serving many documents would keep every one of them in
     memory. A run paused (or checkpointed) while ``limit`` newer contexts came cannot resume
@@ -120,7 +131,7 @@ class KeptContexts:
 
     def put(self, context: Context) -> str:
         """:func:`put_context`, then delete the least recently used contexts past ``limit``."""
-        ref = put_context(self.store, context)
+        ref = put_context(self.store, context, chunk_chars=None)
         with self._lock:
             self._recent[ref] = None
             self._recent.move_to_end(ref)
@@ -128,3 +139,35 @@ class KeptContexts:
         for old in stale:
             delete_context(self.store, old)
         return ref
+
+
+class HandedContexts:
+    """The contexts that runs starting in this process were given, by reference, while they run.
+
+    A fresh run's first node takes its context from here instead of reading it back from the
+    store: no joined copy of the chunks and no second hash. A resumed run, or one in another
+    process, reads the store (:func:`get_context`), which checks the hash.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[Context, int]] = {}
+        self._lock = threading.Lock()
+
+    def hand(self, ref: str, context: Context) -> None:
+        """Hold ``context`` under ``ref`` until a matching :meth:`release`."""
+        with self._lock:
+            held = self._held.get(ref)
+            self._held[ref] = (context, 1 if held is None else held[1] + 1)
+
+    def release(self, ref: str) -> None:
+        """Drop one hold on ``ref`` (the context goes when its last run ends)."""
+        with self._lock:
+            held = self._held.pop(ref, None)
+            if held is not None and held[1] > 1:
+                self._held[ref] = (held[0], held[1] - 1)
+
+    def get(self, store: BaseStore, ref: str) -> Context:
+        """The context under ``ref``: the one handed over, else :func:`get_context` from ``store``."""
+        with self._lock:
+            held = self._held.get(ref)
+        return held[0] if held is not None else get_context(store, ref)

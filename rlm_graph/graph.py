@@ -48,7 +48,7 @@ from langgraph.types import Command, Overwrite, interrupt
 from opentelemetry.trace import TracerProvider
 
 from rlm_graph.chat_model import as_client
-from rlm_graph.contexts import KeptContexts, get_context, put_context
+from rlm_graph.contexts import HandedContexts, KeptContexts, get_context, put_context
 from sandbox import tracing
 from sandbox.aio import AsyncRunner
 from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
@@ -311,28 +311,35 @@ class RLMGraph(CompiledStateGraph):
     """
 
     def __init__(self, *, kept_contexts: KeptContexts | None = None, live: _LiveRuntimes | None = None,
-                 **kwargs: Any):
+                 handed: HandedContexts | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.kept_contexts = kept_contexts  # set when the store is the graph's own InMemoryStore
+        self.handed = handed if handed is not None else HandedContexts()  # shared with the engine's nodes
         self.live = live  # the kept REPLs of finished turns; None without a checkpointer
 
-    def _stash_context(self, input: Any) -> Any:
+    def _stash_context(self, input: Any) -> tuple[Any, str | None]:
+        """The input with its ``context`` put into the store (its reference instead), and that
+        reference when the context was handed to this run's nodes (release it when the run ends)."""
         if not isinstance(input, Mapping):
-            return input  # None (continue from a checkpoint) or a Command
+            return input, None  # None (continue from a checkpoint) or a Command
         input = dict(input)
         query = input.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"RLM input needs 'query': a non-empty str, got {query!r:.80}")
         if "context" in input:
             context = check_context(input.pop("context"))
-            input["context_ref"] = (self.kept_contexts.put(context) if self.kept_contexts is not None
-                                    else put_context(self.store, context))
+            ref = (self.kept_contexts.put(context) if self.kept_contexts is not None
+                   else put_context(self.store, context))
+            input["context_ref"] = ref
+            input["follow_up"] = False
+            self.handed.hand(ref, context)
+            return input, ref
         elif not isinstance(input.get("context_ref"), str) and self.checkpointer in (None, False):
             raise ValueError("RLM input needs 'context': the text (a str or a list of str) to work on (a "
                              "follow-up without context needs a graph with a checkpointer and the thread_id "
                              "of the earlier question)")
         input["follow_up"] = not isinstance(input.get("context_ref"), str)
-        return input
+        return input, None
 
     def close_session(self, config: Mapping[str, Any]) -> bool:
         """Free the live REPL kept for the thread ``config`` names (its worker process stops).
@@ -365,11 +372,25 @@ class RLMGraph(CompiledStateGraph):
         return kwargs
 
     def stream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
-        return super().stream(self._stash_context(input), config, **self._durable(kwargs))
+        input, handed = self._stash_context(input)
+        return self._releasing(super().stream(input, config, **self._durable(kwargs)), handed)
 
     async def astream(self, input: Any, config: Any = None, **kwargs: Any):  # type: ignore[override]
-        async for chunk in super().astream(self._stash_context(input), config, **self._durable(kwargs)):
-            yield chunk
+        input, handed = self._stash_context(input)
+        try:
+            async for chunk in super().astream(input, config, **self._durable(kwargs)):
+                yield chunk
+        finally:
+            if handed is not None:
+                self.handed.release(handed)
+
+    def _releasing(self, chunks: Any, handed: str | None) -> Any:
+        """``chunks``, releasing the context handed to the run when it ends."""
+        try:
+            yield from chunks
+        finally:
+            if handed is not None:
+                self.handed.release(handed)
 
 
 class _Engine:
@@ -395,6 +416,7 @@ class _Engine:
         self.root_max_tokens = root_max_tokens
         self.options = options
         self.store = store
+        self.handed = HandedContexts()
         self.child_graph: RLMGraph | None = None
 
     # -- the live runtime ------------------------------------------------------------
@@ -518,7 +540,7 @@ class _Engine:
             key = _thread_key()
             if key is not None:
                 self.live.close(key)  # the thread starts over: its earlier REPL, if kept, is done with
-        context = get_context(self.store, ref)
+        context = self.handed.get(self.store, ref)  # a fresh run's own context, else the store's copy
         runtime = self._open_runtime(fresh, replay=False, context=context)
         return self._start_turn(runtime, fresh, context, turns=[], code_log=[])
 
@@ -1053,7 +1075,7 @@ def create_rlm_graph(
     builder.add_edge(START, "prepare")
     builder.add_edge("finalize", END)
     compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
-    graph = RLMGraph(kept_contexts=kept_contexts, live=live, **{k: v for k, v in compiled.__dict__.items()
+    graph = RLMGraph(kept_contexts=kept_contexts, live=live, handed=engine.handed, **{k: v for k, v in compiled.__dict__.items()
                                                                 if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
     if live is not None:

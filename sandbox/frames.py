@@ -11,15 +11,18 @@ malformed frame is a protocol error that the host answers by killing the worker.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
 import struct
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 _LEN = struct.Struct(">I")
 MAX_FROM_WORKER = 1 << 28  # 256 MiB: the most a worker may send the host in one frame
+TEXT_SLICE_CHARS = 1 << 20  # a str payload is encoded this many characters at a time
 
 
 class FrameError(Exception):
@@ -88,6 +91,18 @@ class BlockingChannel:
         _write_all(self._out, frame)
 
 
+def text_parts(text: str) -> tuple[int, Iterator[bytes]]:
+    """The UTF-8 size of ``text`` and its bytes, ``TEXT_SLICE_CHARS`` characters at a time, so a
+    100 MB str is sent without a whole encoded copy. (Slices by code point encode to the whole's
+    bytes; "replace": a lone surrogate becomes "?", as the worker decodes strict UTF-8.)"""
+    slices = range(0, len(text), TEXT_SLICE_CHARS)
+    if text.isascii():
+        size = len(text)
+    else:
+        size = sum(len(text[i:i + TEXT_SLICE_CHARS].encode("utf-8", "replace")) for i in slices)
+    return size, (text[i:i + TEXT_SLICE_CHARS].encode("utf-8", "replace") for i in slices)
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -146,10 +161,19 @@ class DeadlineChannel:
         del self._buf[: 4 + size + n]
         return header, payload
 
-    def write(self, header: dict[str, Any], payload: bytes | None, deadline: float | None) -> bool:
-        if payload is not None:
-            header = {**header, "payload": len(payload)}
-        for part in (encode_header(header), payload or b""):
+    def write(self, header: dict[str, Any], payload: bytes | str | None, deadline: float | None) -> bool:
+        """Send a frame; a str ``payload`` goes as its UTF-8 bytes (see :func:`text_parts`).
+
+        Returns:
+            Whether it was all written before ``deadline``.
+        """
+        parts: Iterable[bytes] = ()
+        if isinstance(payload, str):
+            size, parts = text_parts(payload)
+            header = {**header, "payload": size}
+        elif payload is not None:
+            header, parts = {**header, "payload": len(payload)}, (payload,)
+        for part in itertools.chain((encode_header(header),), parts):
             view = memoryview(part)
             while view:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sandbox.evaluator import Evaluation
@@ -28,12 +28,17 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?![\w])")
 _QUOTED = re.compile(r"\"([^\"\n]{2,80})\"|“([^”\n]{2,80})”")
 _CODE = re.compile(r"\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,}\b")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \t]+[A-Z][a-z]+)*\b")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+# A thousands separator: a comma after a digit and before three (the comma first: the scan looks for commas).
+_THOUSANDS = re.compile(r",(?<=\d,)(?=\d{3}\b)")
 # Capitalized words that start sentences rather than name anything.
 _COMMON = frozenset("""a an and answer are as at based but by code for found from he her his how i if in is it its
 none not of on or she so that the their there these they this those to total was we were what when where which who
 why yes no with you your""".split())
 MAX_CHECKED_TOKENS = 20  # a long prose answer is checked on its first load-bearing tokens
+WINDOW_CHARS = 1 << 20  # a long source is normalized this much at a time, never as a whole copy
+# How near a window's cut edge its normalized text may differ from the whole's (the separator
+# pattern looks one character back and four ahead; a token's boundaries one each way).
+_EDGE_CHARS = 8
 # An input no longer than this is one a model may have read whole (DSPy's engine shows it in full),
 # so both engines apply the checks only over longer ones.
 SEEN_WHOLE_CHARS = 1_000
@@ -74,6 +79,40 @@ def _text_of(value: Any) -> str:
         return str(value)
 
 
+def _sources_of(value: Any) -> list[str]:
+    """The texts an input is searched as: a str itself, each str of a list of str (not a JSON copy
+    of the list), else its JSON."""
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return list(value)
+    return [_text_of(value)]
+
+
+def _windows(text: str, margin: int) -> Iterator[tuple[str, bool, bool]]:
+    """``text`` in overlapping windows of about ``WINDOW_CHARS``, each lower-cased with thousands
+    separators dropped, with whether it starts and ends ``text``. Windows overlap by ``margin``
+    characters, so a match spanning fewer than ``margin - 32`` of them lies whole inside one
+    window, ``_EDGE_CHARS`` away from its cut edges."""
+    if len(text) <= WINDOW_CHARS:
+        yield _THOUSANDS.sub("", text.lower()), True, True
+        return
+    for start in range(0, len(text), WINDOW_CHARS):
+        end = start + WINDOW_CHARS + margin
+        yield _THOUSANDS.sub("", text[start:end].lower()), start == 0, end >= len(text)
+        if end >= len(text):
+            return
+
+
+def _found(needle: str, window: tuple[str, bool, bool]) -> bool:
+    """Whether ``needle`` occurs as a whole token in ``window``, away from its cut edges (there, the
+    characters around it were cut off; the next window holds it whole)."""
+    text, first, last = window
+    if needle not in text:
+        return False
+    low, high = (0 if first else _EDGE_CHARS), (len(text) if last else len(text) - _EDGE_CHARS)
+    pattern = re.compile(r"(?<![\w.])" + re.escape(needle) + r"(?![\w])")
+    return any(low <= m.start() and m.end() <= high for m in pattern.finditer(text))
+
+
 class GroundingCheck:
     """Checks answers against the run's ``inputs`` and the evidence added with :meth:`add`.
 
@@ -87,35 +126,38 @@ class GroundingCheck:
     """
 
     def __init__(self, inputs: Mapping[str, Any], *, example_values: Iterable[str] = ()):
-        self._sources = [_text_of(value) for value in inputs.values()]
+        # The inputs themselves, never a joined or lower-cased copy (a 100 MB context stays one).
+        self._sources = [text for value in inputs.values() for text in _sources_of(value)]
         self._inputs = len(self._sources)
         self._example_values = tuple(example_values)
-        self._haystack: str | None = None  # lower-cased, thousands separators dropped; built on first use
 
     def add(self, text: str) -> None:
         """Count ``text`` (what a cell printed once the inputs had been read) as something the run read."""
         if text:
             self._sources.append(text)
-            self._haystack = None
-
-    def _normalized(self) -> str:
-        if self._haystack is None:
-            self._haystack = _THOUSANDS.sub("", "\n".join(self._sources).lower())
-        return self._haystack
 
     def missing(self, answer: Any) -> list[str]:
         """The load-bearing tokens of ``answer`` that occur in no source."""
         return self._unsourced(load_bearing_tokens(_text_of(answer)))
 
     def _unsourced(self, tokens: list[str]) -> list[str]:
-        haystack = self._normalized()
-        missing = []
-        for token in tokens:
-            needle = token.lower()
-            # A plain substring test first: a 40 MB context is scanned by the regex only for tokens it holds.
-            if needle not in haystack or not re.search(r"(?<![\w.])" + re.escape(needle) + r"(?![\w])", haystack):
-                missing.append(token)
-        return missing
+        """The tokens found in no source, each compared lower-cased, thousands separators dropped.
+
+        Sources are normalized a window at a time (a long one never as a whole copy); a plain
+        substring test comes first, so a 40 MB context is scanned by the regex only for tokens it holds.
+        """
+        needles = {token: token.lower() for token in tokens}
+        # A needle of n characters spans at most 2n of a source (with the separators it dropped).
+        margin = 2 * max((len(needle) for needle in needles.values()), default=0) + 64
+        missing = dict(needles)
+        for source in self._sources:
+            for window in _windows(source, margin):
+                for token, needle in list(missing.items()):
+                    if _found(needle, window):
+                        del missing[token]
+                if not missing:
+                    return []
+        return [token for token in tokens if token in missing]
 
     def copied(self, answer: Any) -> list[str]:
         """The example values that ``answer`` holds and the inputs do not (case-sensitive: example

@@ -311,8 +311,8 @@ class Sandbox:
 
     def _send_variable(self, name: str, value: Any, restore: bool) -> None:
         if isinstance(value, str):
-            # "replace": a lone surrogate becomes "?" (the worker decodes strict UTF-8).
-            header, payload = {"type": "set", "name": name, "encoding": "str"}, value.encode("utf-8", "replace")
+            # Sent as UTF-8 a slice at a time (sandbox.frames.text_parts): no whole encoded copy.
+            header, payload = {"type": "set", "name": name, "encoding": "str"}, value
         else:
             header, payload = {"type": "set", "name": name, "encoding": "json", "value": value}, None
         self._request({**header, "restore": restore}, payload)
@@ -336,7 +336,8 @@ class Sandbox:
             self._ensure_open()
             return list(self._request({"type": "names"})[0].get("value", []))
 
-    def _request(self, header: dict[str, Any], payload: bytes | None = None) -> tuple[dict[str, Any], bytes | None]:
+    def _request(self, header: dict[str, Any],
+                 payload: bytes | str | None = None) -> tuple[dict[str, Any], bytes | None]:
         deadline = time.monotonic() + _START_TIMEOUT + (len(payload) / 50e6 if payload else 0)
         try:
             if self._channel is not None and self._channel.write(header, payload, deadline):

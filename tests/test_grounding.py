@@ -179,3 +179,25 @@ def test_an_answer_a_sub_call_read_from_the_context_may_come_in_the_same_cell():
     graph = create_rlm_graph(script(cell("FINAL(llm_query('The code? ' + context[3600:3700]))")),
                              sub_model=FakeLM(lambda prompt: "98321"))
     assert graph.invoke({"query": "code?", "context": CONTEXT})["answer"] == "98321"
+
+
+def test_a_long_context_is_checked_window_by_window_without_a_copy(monkeypatch):
+    import sandbox.grounding as grounding
+
+    monkeypatch.setattr(grounding, "WINDOW_CHARS", 64)  # many cuts, some through the tokens
+    filler = "lorem ipsum dolor sit amet " * 40
+    context = f"{filler}Total: 1,234,567 units. {filler}Marie Curie won. {filler}code AB-12x. {filler}"
+    check = GroundingCheck({"context": context})
+    assert check._sources[0] is context  # the input itself: no joined or lower-cased copy is kept
+    for token in ("1234567", "Marie Curie", "AB-12x", "units"):
+        assert check.missing(token) == [], token
+    assert check.missing("1234568") == ["1234568"]
+    assert check.missing("Curie Marie") == ["Curie Marie"]
+    assert check.missing("234567") == ["234567"]  # inside a number, not a token of its own
+
+
+def test_a_list_context_is_searched_document_by_document():
+    docs = ["the first says 4,200", "the second names Ada Lovelace"]
+    check = GroundingCheck({"context": docs})
+    assert check._sources[0] is docs[0]
+    assert check.missing("4200 and Ada Lovelace") == []
