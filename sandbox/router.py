@@ -67,8 +67,10 @@ class RouterClient:
 
 def is_router(value: Any) -> bool:
     """Whether ``value`` is a ``litellm.Router``."""
-    litellm = sys.modules.get("litellm")  # a Router exists only where litellm was imported
-    return litellm is not None and isinstance(value, litellm.Router)
+    # A Router exists only once litellm has defined the class; litellm may be half imported (rlm ask
+    # imports it on a background thread), so look the class up rather than the module's attribute.
+    router_type = getattr(sys.modules.get("litellm"), "Router", None)
+    return router_type is not None and isinstance(value, router_type)
 
 
 def router_client(model: Any) -> RouterClient | None:
