@@ -375,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default: no caps; at most 20 iterations)")
     ask_parser.add_argument("--engine", choices=("graph", "dspy"), default="graph",
                             help="run on LangGraph (graph) or DSPy (dspy) (default: graph)")
-    ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and trajectory to this "
-                                                            "JSON file, also when interrupted (default: none)")
+    ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and event tree (events) to "
+                                                            "this JSON file, also when interrupted (default: none)")
     ask_parser.add_argument("--report", metavar="FILE", help="also write the run's trajectory report, one "
                                                              "self-contained HTML file (default: none)")
     ask_parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout "
