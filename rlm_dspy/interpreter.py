@@ -36,6 +36,12 @@ from sandbox.repl import CellResult, Sandbox, SandboxError
 from sandbox.session import SandboxOptions
 
 
+# dspy.RLM cuts each cell's output itself (head and tail, at its own ``max_output_chars``: by default
+# SandboxOptions.max_output_chars) before its LM sees it. The interpreter hands it ten times that, so
+# the tail DSPy shows is the cell's own, not the sandbox's cut.
+DSPY_OUTPUT_CHARS = 10 * SandboxOptions.max_output_chars
+
+
 def _is_dspy_facade_name(name: str) -> bool:
     return name == "dspy" or name.startswith(("_dspy", "__dspy"))
 
@@ -70,15 +76,20 @@ def keyword_call(fn: Callable[..., Any], runner: AsyncRunner) -> Callable[..., A
 
 
 class RestrictedPythonInterpreter:
-    """A ``dspy.CodeInterpreter`` backed by :class:`sandbox.Sandbox` (RestrictedPython in a worker)."""
+    """A ``dspy.CodeInterpreter`` backed by :class:`sandbox.Sandbox` (RestrictedPython in a worker).
+
+    Its limits default to :class:`sandbox.session.SandboxOptions`'s, except ``max_output_chars``
+    (:data:`DSPY_OUTPUT_CHARS`): the ``dspy.RLM`` it serves cuts the output for its LM itself.
+    """
 
     execution_instructions = ("Code runs in a restricted Python sandbox (RestrictedPython, separate process, "
                               "time and memory limits). " + sandbox_rules())
 
     def __init__(self, tools: dict[str, Callable[..., Any]] | None = None,
-                 output_fields: list[dict[str, Any]] | None = None, *, timeout: float = 60.0,
-                 memory_limit_mb: int = 1024, max_output_chars: int = 100_000, confinement: str = "os",
-                 max_final_chars: int = SandboxOptions.max_final_chars, callbacks: list[BaseCallback] | None = None):
+                 output_fields: list[dict[str, Any]] | None = None, *, timeout: float = SandboxOptions.timeout,
+                 memory_limit_mb: int = SandboxOptions.memory_limit_mb, max_output_chars: int = DSPY_OUTPUT_CHARS,
+                 confinement: str = SandboxOptions.confinement, max_final_chars: int = SandboxOptions.max_final_chars,
+                 callbacks: list[BaseCallback] | None = None):
         self.callbacks = list(callbacks or [])  # DSPy's per-instance callbacks, besides dspy.settings.callbacks
         self._tools: dict[str, Callable[..., Any]] = dict(tools or {})
         self.output_fields = output_fields

@@ -60,7 +60,7 @@ from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starti
 
 logger = logging.getLogger(__name__)
 RESERVED_INPUTS = REPL_NAMES | {"interpreter_factory"}  # the last is forward()'s own keyword
-RESERVED_OUTPUTS = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage"})
+RESERVED_OUTPUTS = frozenset({"trajectory", "events", "final_reasoning", "stop_reason", "usage"})
 InterpreterFactory = Callable[[], CodeInterpreter]
 
 ACTION_INSTRUCTIONS = """You produce the outputs {outputs} from the inputs {inputs} by writing Python code, one step \
@@ -223,27 +223,69 @@ class RLM(dspy.Module):
     ``interpreter_factory`` (here, per call, or ``dspy.configure(interpreter_factory=...)``)
     names another ``CodeInterpreter``, or a caller-owned interpreter is passed as the first
     positional argument of the call: ``rlm(interpreter, **inputs)``. See
-    :mod:`rlm_dspy.code_interpreter_repl` for which guarantees hold there.
+    :mod:`rlm_dspy.code_interpreter_repl` for which guarantees hold there. The module holds
+    only configuration: each call gets its own worker, ledger and event tree.
 
-    Adds: ``budget`` (tokens, dollars, wall-clock, iterations, sub-calls, depth) for
-    the whole call tree; ``max_depth`` for ``rlm_query`` child RLMs; ``evaluator``
-    checkpoints with ``max_refinements`` and ``min_gain``; ``on_event`` sees every
-    trajectory event as it happens; ``tracer_provider`` (default: the global one) receives OpenTelemetry
-    spans of the whole call tree (:mod:`sandbox.tracing`). Over an input the model was not shown in full (a long
-    context), ``look_before_answer`` refuses a ``SUBMIT`` that comes before any code has
-    read it, and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
-    names and quoted strings occur in the inputs or in what the cells printed from them
-    (see :mod:`sandbox.grounding`); both are on by default. ``sub_lm`` may also be
-    ``"local"`` (the embedded model, :func:`rlm_dspy.local_lm`) or a one-group
-    ``litellm.Router``; ``sub_call_cache`` (a :class:`sandbox.subcall_cache.SubCallCache`)
-    answers repeated ``llm_query`` prompts from a LangGraph store, uncharged. Returns a
-    ``dspy.Prediction`` with the signature's outputs plus ``trajectory``,
-    ``final_reasoning``, ``stop_reason`` and ``usage``.
+    A call returns a ``dspy.Prediction`` with the signature's output fields and:
+
+    - ``stop_reason``: why the run stopped, one of :data:`sandbox.stops.STOP_REASONS`
+      (``"final"``, ``"max_iterations"``, ``"max_sub_calls"``, a budget cap's name...), the
+      names ``create_rlm_graph`` reports;
+    - ``events``: the event tree, ``{"query", "depth", "events": [...], "children": [...]}``,
+      each event a dict with ``kind``, ``depth``, ``t`` and its own fields
+      (:mod:`sandbox.trajectory`), the same shape as the graph's ``events``;
+    - ``usage``: what the call tree spent (``iterations``, ``llm_calls``, ``tokens``,
+      ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``seconds``);
+    - ``trajectory``: DSPy's REPL history (a list of ``{reasoning, code, output}``), as
+      ``dspy.RLM`` gives it;
+    - ``final_reasoning``: the root LM's last reasoning.
+
+    Args:
+        signature: the task, as ``dspy.RLM`` takes it (``"context, query -> answer"`` or a class).
+        max_iters: the root loop's iteration cap (dspy.RLM's name); reaching it stops the run
+            with ``stop_reason="max_iterations"``.
+        max_llm_calls: the cap on this RLM's own sub-calls (``llm_query`` and friends), as in
+            ``dspy.RLM``; reaching it is reported as ``max_sub_calls``, not as the budget's
+            ``max_llm_calls`` (which counts every LM call of the whole tree).
+        max_output_chars: a cell's output as the root LM sees it (dspy.RLM's default); also the
+            sandbox's output cap unless ``sandbox_options`` is given.
+        verbose: log each iteration's reasoning, code and output (``logging``, at INFO).
+        tools: functions (or ``dspy.Tool``s) callable from the REPL, named after the functions.
+        sub_lm: the model of the sub-calls (default: ``dspy.settings.lm``); a ``dspy.BaseLM``, a
+            litellm model string, ``"local"`` (the embedded model, :func:`rlm_dspy.local_lm`) or a
+            one-group ``litellm.Router``.
+        interpreter_factory: a zero-argument callable making the ``CodeInterpreter`` the cells run
+            on (default: the restricted sandbox; ``dspy.configure(interpreter_factory=...)`` too).
+        budget: caps for the whole call tree (tokens, dollars, wall clock, iterations, LM calls,
+            depth); each call gets a fresh ledger on these terms.
+        max_depth: how deep ``rlm_query`` may start child RLMs (default: the budget's, 1).
+        evaluator: checks each answer: a ``(query, answer[, trajectory]) -> Evaluation`` callable,
+            an ``LMJudge``, or a DSPy metric ``(example, prediction[, trace])``.
+        max_refinements: how many times a rejected answer is sent back.
+        min_gain: the least score gain between rounds that keeps refining.
+        sandbox_options: the REPL's limits (default: :class:`~sandbox.session.SandboxOptions`
+            with ``max_output_chars``).
+        on_event: called with every event of the tree as it is recorded (the same dicts as in
+            ``events``, ``kind`` included), for progress displays.
+        look_before_answer: over an input the model was not shown in full, refuse a ``SUBMIT``
+            that comes before any code has read it.
+        grounding: over such an input, check before any ``evaluator`` that the answer's numbers,
+            names and quoted strings occur in the inputs or in what the cells printed from them
+            (:mod:`sandbox.grounding`).
+        sub_call_cache: answers ``llm_query`` prompts asked before from a LangGraph store,
+            uncharged (:class:`sandbox.subcall_cache.SubCallCache`).
+        tracer_provider: where OpenTelemetry spans of the call tree go (default: the global
+            provider; :mod:`sandbox.tracing`).
+
+    Raises:
+        ValueError: a cap is not a positive integer, or a tool, input or output name clashes
+            with the REPL's own names or the prediction's metadata.
+        TypeError: ``budget`` is not a Budget, or ``interpreter_factory`` is an interpreter.
     """
 
     def __init__(self, signature: type[dspy.Signature] | str, max_iters: int = 20, max_llm_calls: int = 50,
-                 max_output_chars: int = 10_000, verbose: bool = False, tools: list[Callable[..., Any]] | None = None,
-                 sub_lm: dspy.BaseLM | str | None = None,
+                 max_output_chars: int = SandboxOptions.max_output_chars, verbose: bool = False,
+                 tools: list[Callable[..., Any]] | None = None, sub_lm: dspy.BaseLM | str | None = None,
                  interpreter_factory: InterpreterFactory = RestrictedPythonInterpreter, *,
                  budget: Budget | None = None, max_depth: int | None = None,
                  evaluator: Callable[..., Any] | None = None, max_refinements: int = 2, min_gain: float = 0.01,
@@ -420,8 +462,8 @@ class RLM(dspy.Module):
             **inputs: the signature's input fields.
 
         Returns:
-            A ``dspy.Prediction`` with the output fields, ``trajectory``, ``final_reasoning``,
-            ``stop_reason`` and ``usage``.
+            A ``dspy.Prediction`` with the output fields, ``stop_reason``, ``events``, ``usage``,
+            ``trajectory`` and ``final_reasoning`` (see :class:`RLM`).
 
         Raises:
             ValueError: an input is missing or not in the signature.
@@ -537,7 +579,7 @@ class RLM(dspy.Module):
         must_look = bool(unseen) and self.look_before_answer
         touched = False  # whether code has read an unseen input yet: what cells print from then on counts
         grounding = GroundingCheck(run.inputs) if unseen and self.grounding else None
-        refinement, stop_reason, reasoning = RefinementState(), "max_iters", ""
+        refinement, stop_reason, reasoning = RefinementState(), "max_iterations", ""
         for iteration in range(1, self.max_iters + 1):
             try:
                 run.budget.reserve_iteration()

@@ -10,7 +10,7 @@ resume (an interrupt, or a new process), is rebuilt by replaying ``code_log``
 with host-function answers served from ``call_log``. The context itself is kept
 in the graph's LangGraph store (:mod:`rlm_graph.contexts`); state holds its reference.
 
-What grows with the run (``messages``, ``code_log``, ``call_log``, ``trajectory``) lives
+What grows with the run (``messages``, ``code_log``, ``call_log``, ``events``) lives
 in LangGraph ``DeltaChannel``s: a checkpoint stores only what its super-step added, so
 checkpoint bytes per super-step do not grow with the iterations before it. Nodes
 return whole values; :func:`_as_deltas` turns them into the appended part (or an
@@ -80,7 +80,7 @@ from sandbox.subcall_cache import CachedLM, SubCallCache
 from sandbox.trajectory import Trajectory, preview
 from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
 
-STATE_VERSION = 2  # 2: the growing logs are DeltaChannels, the context is in the store
+STATE_VERSION = 3  # 2: the growing logs are DeltaChannels, the context is in the store; 3: `trajectory` is `events`
 Review = Literal["code", "final"]
 LOG_KEYS = ("messages", "code_log", "call_log")
 
@@ -92,8 +92,8 @@ def _append(state: list[Any], writes: Sequence[dict[str, list[Any]]]) -> list[An
     return [*state, *(item for write in writes for item in write["append"])]
 
 
-def _extend_trajectory(state: dict[str, Any], writes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The reducer of ``trajectory``: each write carries the run's query and depth, and the
+def _extend_events(state: dict[str, Any], writes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The reducer of ``events`` (the event tree): each write carries the run's query and depth, and the
     events and child trajectories a super-step added."""
     merged = {"query": state.get("query", ""), "depth": state.get("depth", 0),
               "events": list(state.get("events", [])), "children": list(state.get("children", []))}
@@ -105,7 +105,7 @@ def _extend_trajectory(state: dict[str, Any], writes: Sequence[dict[str, Any]]) 
 
 
 # One channel object per key, shared by the state and output schemas.
-_TRAJECTORY = DeltaChannel(_extend_trajectory, dict)
+_EVENTS = DeltaChannel(_extend_events, dict)
 
 
 def _log_channel() -> DeltaChannel:
@@ -135,7 +135,7 @@ class RLMOutput(TypedDict, total=False):
     usage: dict[str, Any]
     iterations: int
     stop_reason: str
-    trajectory: Annotated[dict[str, Any], _TRAJECTORY]
+    events: Annotated[dict[str, Any], _EVENTS]
     turns: list[dict[str, Any]]
 
 
@@ -155,7 +155,7 @@ class RLMState(TypedDict, total=False):
     candidate: dict[str, Any] | None
     refinement: dict[str, Any]
     usage: dict[str, Any]
-    trajectory: Annotated[dict[str, Any], _TRAJECTORY]
+    events: Annotated[dict[str, Any], _EVENTS]
     answer: Any
     stop_reason: str | None
     iterations: int
@@ -194,7 +194,7 @@ class _Runtime:
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.writer is not None:
-            self.writer({"type": event["kind"], **{k: v for k, v in event.items() if k != "kind"}})
+            self.writer(dict(event))  # a copy: a refusal group's count goes on in the trajectory
 
     def end_turn(self) -> None:
         """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
@@ -428,7 +428,7 @@ class _Engine:
         else:
             budget, runner, owns_runner = self.budget.fresh(), AsyncRunner(), True
             budget.restore(state.get("usage") or {})
-            trajectory = Trajectory.from_dict(state["trajectory"]) if state.get("trajectory") \
+            trajectory = Trajectory.from_dict(state["events"]) if state.get("events") \
                 else Trajectory(state["query"])
         try:
             context = context if context is not None else get_context(self.store, state["context_ref"])
@@ -483,7 +483,7 @@ class _Engine:
 
     @staticmethod
     def _progress(runtime: _Runtime, **update: Any) -> dict[str, Any]:
-        return {"usage": runtime.usage(), "trajectory": runtime.trajectory.to_dict(), "runtime": runtime,
+        return {"usage": runtime.usage(), "events": runtime.trajectory.to_dict(), "runtime": runtime,
                 **update}
 
     def _stop(self, runtime: _Runtime, state: RLMState, reason: str, **update: Any) -> Command:
@@ -847,7 +847,7 @@ class _Engine:
             runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
                                       stop_reason=reason, iteration=state.get("iteration", 0))
             runtime.close()  # first: it gives back the call held for `extract`, if unused
-            return {**update, "usage": runtime.budget.spent(), "trajectory": runtime.trajectory.to_dict()}
+            return {**update, "usage": runtime.budget.spent(), "events": runtime.trajectory.to_dict()}
         runtime.writer = _stream_writer()
         runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
                                   stop_reason=reason, iteration=state.get("iteration", 0))
@@ -862,7 +862,7 @@ class _Engine:
             self.live.keep(key, runtime, turns=len(turns), cells=len(state.get("code_log") or []))
         else:
             runtime.close()
-        return {**update, "usage": turn.usage, "trajectory": runtime.trajectory.to_dict(), "turns": turns}
+        return {**update, "usage": turn.usage, "events": runtime.trajectory.to_dict(), "turns": turns}
 
 
 def _as_deltas(node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
@@ -886,8 +886,8 @@ def _deltas(state: RLMState, update: dict[str, Any]) -> dict[str, Any]:
         if key in update:
             delta = _log_delta(state.get(key) or [], update[key])
             update[key] = delta if isinstance(delta, Overwrite) else {"append": delta}
-    if "trajectory" in update:
-        update["trajectory"] = _trajectory_delta(state.get("trajectory") or {}, update["trajectory"])
+    if "events" in update:
+        update["events"] = _events_delta(state.get("events") or {}, update["events"])
     return update
 
 
@@ -897,8 +897,8 @@ def _log_delta(old: list[Any], new: list[Any]) -> list[Any] | Overwrite:
     return new[n:] if len(new) >= n and new[:n] == old else Overwrite(new)
 
 
-def _trajectory_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | Overwrite:
-    """The events and children ``new`` adds to ``old`` (see :func:`_extend_trajectory`), or an
+def _events_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | Overwrite:
+    """The events and children ``new`` adds to ``old`` (see :func:`_extend_events`), or an
     ``Overwrite`` when ``new`` is another trajectory or changed one already saved (a refusal
     group's count that went up after its super-step)."""
     if old and (old.get("query"), old.get("depth")) != (new["query"], new["depth"]):
@@ -1001,33 +1001,101 @@ def create_rlm_graph(
     budget_scope: BudgetScope = "turn",
     keep_sessions: int = 8,
 ) -> RLMGraph:
-    """Build and compile an RLM graph: input ``{"query", "context"}``, output
-    ``{"answer", "usage", "iterations", "stop_reason", "trajectory"}``.
+    """Build and compile an RLM graph: a root LM that answers a query by writing code in a REPL
+    over a long context, one REPL iteration per super-step, every super-step a checkpoint.
 
-    ``model``/``sub_model`` are LangChain chat models or litellm model strings
-    (``api_base``/``api_key`` apply to strings); ``sub_model`` defaults to ``model``.
-    ``max_depth`` (default: the budget's, 1) is how deep ``rlm_query`` may recurse.
-    ``review="code"`` or ``"final"`` pauses with ``interrupt()`` before each cell or
-    before accepting the answer. ``system_prompt`` replaces the opening instructions
-    (the REPL documentation is always kept). ``store`` (a LangGraph ``BaseStore``; default
-    a new ``InMemoryStore``) keeps the contexts, content-addressed, so checkpoints hold only
-    a reference: to resume a run in another process, give every worker the same durable
-    store (``PostgresStore``, ``SqliteStore``) with the checkpointer. With a checkpointer,
-    runs default to ``durability="sync"`` (see :class:`RLMGraph`). ``cache_sub_calls=True``
-    answers an ``llm_query`` prompt asked before (same sub-model and settings) from the
-    store, across runs and processes, uncharged (:mod:`sandbox.subcall_cache`).
-    Over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS`` (1,000),
-    ``look_before_answer`` refuses a ``FINAL`` that comes before any code has read it,
-    and ``grounding`` checks, before any ``evaluator``, that the answer's numbers,
-    names and quoted strings occur in the context, the query or the REPL's outputs; a
-    failed check goes back to the model as feedback. Both are on by default.
-    Each run emits OpenTelemetry spans of its whole call tree (:mod:`sandbox.tracing`) when the
-    application has set a tracer provider, or to ``tracer_provider`` when given.
-    With a checkpointer, ``{"query": ...}`` without ``context`` on a thread is a follow-up
-    question (see :class:`RLMGraph`); ``budget_scope="turn"`` gives each question the budget's
-    caps afresh, ``"session"`` makes them cover all the questions of a thread. The live REPLs of
-    the ``keep_sessions`` most recent threads are kept for their follow-ups (``0``: none; a
-    follow-up then rebuilds its REPL by replay).
+    Input Format:
+        A dict (``RLMInput``):
+
+        - ``query`` (str, required): the question.
+        - ``context`` (str or list of str): the text to work on, a variable in the REPL. It goes
+          to the graph's ``store`` before the graph sees it; checkpoints hold a reference.
+          Without it, on a thread of a graph with a checkpointer whose last question finished,
+          the input is a follow-up question over the same context and REPL.
+        - ``context_ref`` (str): a reference to a context already in the store, instead of
+          ``context``.
+
+        ``None`` (with the thread's config) resumes a run from its last checkpoint;
+        ``Command(resume=...)`` answers a review (see ``review``).
+
+    Output Format:
+        A dict (``RLMOutput``), the same result contract as ``rlm_dspy.RLM``'s prediction:
+
+        - ``answer``: the ``FINAL`` value (any JSON value), or ``None`` when the run stopped
+          without one.
+        - ``stop_reason`` (str): why it stopped, one of :data:`sandbox.stops.STOP_REASONS`:
+          ``"final"``, ``"accepted"``, ``"no_improvement"``, ``"max_refinements"`` (an answer
+          settled on) or ``"max_iterations"``, a budget cap's name (``"max_llm_calls"``,
+          ``"max_tokens"``, ``"max_cost_usd"``, ``"max_seconds"``), ``"context_window"`` (a
+          partial answer, or none).
+        - ``iterations`` (int): the root-loop iterations run.
+        - ``usage`` (dict): what the call tree spent: ``iterations``, ``llm_calls``, ``tokens``,
+          ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``seconds``.
+        - ``events`` (dict): the event tree, ``{"query", "depth", "events": [...],
+          "children": [...]}`` (:meth:`sandbox.trajectory.Trajectory.to_dict`), a child RLM's
+          tree among ``children``; the same shape as the DSPy prediction's ``events``.
+        - ``turns`` (list of dict): the thread's finished questions (:class:`sandbox.turns.Turn`).
+
+    Stream Format:
+        With ``stream_mode="custom"``, each event of the tree as it is recorded: the same dict
+        as in ``events``, with ``kind`` (``"iteration"``, ``"lm_call"``, ``"cell"``,
+        ``"sub_call"``, ``"rlm_query"``, ``"search"``, ``"evaluation"``, ``"compaction"``,
+        ``"budget"``, ``"final"``, ``"note"``; :data:`sandbox.trajectory.EVENT_KINDS`),
+        ``depth``, ``t`` (seconds since the run started) and the kind's own fields, e.g.
+        ``{"kind": "cell", "depth": 0, "t": 1.2, "iteration": 1, "code": "...", "output": "...",
+        "error": None, ...}``. A ``budget`` event's ``limit`` names the cap, as the
+        ``stop_reason`` does.
+
+    Args:
+        model: the root LM: a LangChain chat model or a litellm model string.
+        sub_model: the model of ``llm_query`` and friends (default: ``model``).
+        max_depth: how deep ``rlm_query`` may start child RLMs (default: the budget's, 1).
+        budget: caps for the whole call tree (a :class:`sandbox.Budget`); each run gets a fresh
+            ledger on these terms.
+        evaluator: checks each answer: a ``(query, answer[, trajectory]) -> Evaluation``
+            callable or an ``LMJudge``; a rejected answer goes back to the model as feedback.
+        max_refinements: how many times a rejected answer is sent back.
+        min_gain: the least score gain between rounds that keeps refining.
+        review: ``"code"`` pauses with ``interrupt()`` before each cell, ``"final"`` before
+            accepting the answer; resume with ``Command(resume=True | False | {"action":
+            "edit", "code" | "answer": ...} | {"action": "reject", "feedback": ...})``.
+        tools: functions callable from the REPL, by name.
+        system_prompt: replaces the opening instructions (the REPL documentation is kept).
+        checkpointer: a LangGraph checkpointer (runs then default to ``durability="sync"``,
+            see :class:`RLMGraph`), or ``True``/``False`` as LangGraph takes them.
+        store: where contexts are kept, content-addressed (default: a new ``InMemoryStore``);
+            to resume in another process, give every worker the same durable store
+            (``PostgresStore``, ``SqliteStore``) with the checkpointer.
+        cache_sub_calls: answer an ``llm_query`` prompt asked before (same sub-model and
+            settings) from the store, across runs and processes, uncharged
+            (:mod:`sandbox.subcall_cache`).
+        name: the compiled graph's name.
+        max_iterations: the root loop's iteration cap; reaching it stops the run with
+            ``stop_reason="max_iterations"``.
+        root_max_tokens: the completion cap of one root LM call.
+        api_base: the endpoint of string models (an OpenAI-compatible server).
+        api_key: the key of string models.
+        sandbox_options: the REPL's limits (:class:`~sandbox.session.SandboxOptions`; its
+            defaults are every entry point's).
+        look_before_answer: over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS``
+            (1,000), refuse a ``FINAL`` that comes before any code has read it.
+        grounding: over such a context, check before any ``evaluator`` that the answer's
+            numbers, names and quoted strings occur in the context, the query or the REPL's
+            outputs; a failed check goes back to the model as feedback.
+        tracer_provider: where OpenTelemetry spans of the call tree go (default: the
+            application's global provider; :mod:`sandbox.tracing`).
+        budget_scope: for follow-up questions, ``"turn"`` gives each the budget's caps afresh,
+            ``"session"`` makes them cover all the questions of a thread.
+        keep_sessions: the live REPLs of this many most recent threads are kept for their
+            follow-ups (``0``: none; a follow-up then rebuilds its REPL by replay).
+
+    Returns:
+        The compiled :class:`RLMGraph`.
+
+    Raises:
+        ValueError: ``review``, ``max_iterations``, ``max_refinements``, ``budget_scope`` or
+            ``keep_sessions`` is out of range.
+        TypeError: ``budget`` is not a Budget, or ``store`` is not a LangGraph BaseStore.
     """
     if review not in (None, "code", "final"):
         raise ValueError(f"review must be None, 'code' or 'final', got {review!r}")

@@ -22,20 +22,36 @@ def with_parent_writer(config: RunnableConfig) -> RunnableConfig:
 def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = "context",
                     output_key: str = "answer", details_key: str | None = None,
                     **kwargs: Any) -> RunnableLambda:
-    """A node reading ``state[query_key]`` and ``state[context_key]`` and writing ``{output_key: answer}``
-    (plus ``{details_key: {"usage", "iterations", "stop_reason"}}`` when given).
+    """The RLM as one node of a parent graph: it reads ``state[query_key]`` and
+    ``state[context_key]`` and writes ``{output_key: answer}`` (plus ``{details_key: {"usage",
+    "iterations", "stop_reason"}}`` when ``details_key`` is given), in the formats of
+    :func:`create_rlm_graph`'s input and output.
 
-    Other keyword arguments go to :func:`create_rlm_graph`. The node forwards its
-    ``config``, so callbacks and review interrupts reach the parent graph; works under
-    ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's own state (with
-    the context in it) is checkpointed by the parent's checkpointer.
+    The node forwards its ``config``, so callbacks and review interrupts reach the parent graph;
+    it works under ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's own
+    state (with the context in it) is checkpointed by the parent's checkpointer.
 
-    Streaming: the RLM's progress events (``{"type": "iteration" | "lm_call" | "cell" |
-    "sub_call" | ... , ...}``) are written to the node's own custom stream, so a parent
-    streaming with ``stream_mode="custom"`` gets them as it gets any node's, with or without
-    ``subgraphs=True`` (with it, namespaced by this node). A graph from
-    :func:`create_rlm_graph` added to a parent directly is a LangGraph subgraph instead: its
-    events reach the parent only with ``subgraphs=True``.
+    Streaming: the RLM's events (``{"kind": "iteration" | "lm_call" | "cell" | "sub_call" | ...,
+    "depth", "t", ...}``, the stream format of :func:`create_rlm_graph`) are written to the node's
+    own custom stream, so a parent streaming with ``stream_mode="custom"`` gets them as it gets
+    any node's, with or without ``subgraphs=True`` (with it, namespaced by this node). A graph
+    from :func:`create_rlm_graph` added to a parent directly is a LangGraph subgraph instead:
+    its events reach the parent only with ``subgraphs=True``.
+
+    Args:
+        model: the root LM, as :func:`create_rlm_graph` takes it.
+        query_key: the parent state's key holding the query.
+        context_key: the parent state's key holding the context.
+        output_key: the key the answer is written to.
+        details_key: if given, the key ``usage``, ``iterations`` and ``stop_reason`` are written to.
+        **kwargs: the other options of :func:`create_rlm_graph` (``sub_model``, ``budget``,
+            ``review``, ``sandbox_options``...).
+
+    Returns:
+        A ``RunnableLambda`` to add to the parent graph with ``add_node``.
+
+    Raises:
+        KeyError: when it runs, the state has no ``query_key`` or ``context_key``.
     """
     graph = create_rlm_graph(model, **kwargs)
 

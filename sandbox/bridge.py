@@ -236,7 +236,7 @@ class HostFunctions:
     def _count_call(self) -> None:
         with self._calls_lock:
             if self.max_calls is not None and self._calls >= self.max_calls:
-                raise BudgetExceeded("max_llm_calls", f"budget exhausted (max_llm_calls): this RLM's "
+                raise BudgetExceeded("max_sub_calls", f"budget exhausted (max_sub_calls): this RLM's "
                                                       f"{self.max_calls} sub-calls are used", self.budget.spent())
             self._calls += 1
 

@@ -31,10 +31,10 @@ from sandbox.local import DEFAULT_PORT, PORT_ENV, STARTING_NOTICE, LocalModelErr
     serve_port, served_at, warm_endpoint
 from sandbox.progress import ProgressDisplay
 from sandbox.redact import redact
+from sandbox.stops import COMPLETE_STOPS
 
 BUDGET_KEYS = ("max_iterations", "max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
 NOT_BUDGET_KEYS = {"max_depth": "--max-depth"}  # caps that are options of their own
-COMPLETE = ("final", "accepted", "no_improvement", "max_refinements")
 MODEL_ENV, API_BASE_ENV = "RLM_MODEL", "RLM_API_BASE"
 T = TypeVar("T")
 WAIT_STEP_SECONDS = 0.2
@@ -168,7 +168,7 @@ def run_graph(question: str, context: str, endpoint: Endpoint, budget: Budget, m
             progress(chunk)
         else:
             result = chunk
-    return {key: result.get(key) for key in ("answer", "stop_reason", "iterations", "usage", "trajectory")}
+    return {key: result.get(key) for key in ("answer", "stop_reason", "iterations", "usage", "events")}
 
 
 def run_dspy(question: str, context: str, endpoint: Endpoint, budget: Budget, max_depth: int,
@@ -188,7 +188,7 @@ def run_dspy(question: str, context: str, endpoint: Endpoint, budget: Budget, ma
     with dspy.context(lm=lm(endpoint.model)):
         out = rlm(context=context, question=question)
     return {"answer": out.answer, "stop_reason": out.stop_reason, "iterations": out.usage["iterations"],
-            "usage": out.usage, "trajectory": out.events}
+            "usage": out.usage, "events": out.events}
 
 
 def run_interruptibly(function: Callable[..., T], *args: Any) -> T:
@@ -215,18 +215,18 @@ def run_interruptibly(function: Callable[..., T], *args: Any) -> T:
     return outcome["value"]
 
 
-def interrupted(progress: ProgressDisplay) -> dict[str, Any]:
+def interrupted(progress: ProgressDisplay, question: str) -> dict[str, Any]:
     """The result of a run stopped by Ctrl-C: what its events showed (the best partial answer,
     the iterations, the calls and tokens, the events themselves)."""
     return {"answer": progress.partial_answer(), "stop_reason": "interrupted", "iterations": progress.iteration,
-            "usage": progress.usage(), "trajectory": progress.trajectory()}
+            "usage": progress.usage(), "events": progress.event_tree(question)}
 
 
 def summary(result: dict[str, Any], trace: str | None, page: str | None) -> str:
     """The human-readable result: the answer (once), why the run stopped, usage, the files written."""
     usage = result.get("usage") or {}
     answer, reason, iterations = result.get("answer"), result.get("stop_reason"), result.get("iterations")
-    partial = "" if reason in COMPLETE or answer is None else " (the answer is partial)"
+    partial = "" if reason in COMPLETE_STOPS or answer is None else " (the answer is partial)"
     if answer is None:
         answer = "no answer yet" if reason == "interrupted" else "none (the run stopped first)"
     cost = f"${usage['cost_usd']:.4f}, " if "cost_usd" in usage else ""
@@ -283,7 +283,7 @@ def ask(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
             print("rlm: interrupted", file=sys.stderr)
-            result = interrupted(progress)
+            result = interrupted(progress, args.question)
         except Exception as exc:
             failure = model_failure(exc, endpoint)
             if failure is None:
@@ -301,7 +301,7 @@ def ask(args: argparse.Namespace) -> int:
         print(summary(result, args.trace, args.report))
     if result.get("stop_reason") == "interrupted":
         return EXIT_INTERRUPTED
-    return 0 if result.get("stop_reason") in COMPLETE else 1
+    return 0 if result.get("stop_reason") in COMPLETE_STOPS else 1
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
@@ -375,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default: no caps; at most 20 iterations)")
     ask_parser.add_argument("--engine", choices=("graph", "dspy"), default="graph",
                             help="run on LangGraph (graph) or DSPy (dspy) (default: graph)")
-    ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and trajectory to this "
-                                                            "JSON file, also when interrupted (default: none)")
+    ask_parser.add_argument("--trace", metavar="FILE", help="write the answer, usage and event tree (events) to "
+                                                            "this JSON file, also when interrupted (default: none)")
     ask_parser.add_argument("--report", metavar="FILE", help="also write the run's trajectory report, one "
                                                              "self-contained HTML file (default: none)")
     ask_parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout "

@@ -27,13 +27,8 @@ def clip(text: str, limit: int = LINE_CHARS) -> str:
     return line if len(line) <= limit and len(lines) <= 1 else line[:limit].rstrip() + " ..."
 
 
-def kind_of(event: dict[str, Any]) -> str:
-    """An event's kind: ``kind`` in trajectory events, ``type`` in LangGraph's custom stream."""
-    return event.get("kind") or event.get("type") or ""
-
-
 class ProgressDisplay:
-    """Call it with each event (a trajectory event dict, or a stream event with ``type`` for ``kind``).
+    """Call it with each event: a trajectory event, as ``RLM(on_event=...)`` and the graph's custom stream give it.
 
     Use it as a context manager around the run: on a terminal it starts the clock's ticker and
     clears the status line at the end. Events are kept in ``events`` as they came. Thread-safe:
@@ -92,7 +87,7 @@ class ProgressDisplay:
                 self._draw()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        kind = kind_of(event)
+        kind = event.get("kind", "")
         with self._lock:
             self.events.append(event)
             self._count(kind, event)
@@ -187,9 +182,16 @@ class ProgressDisplay:
                     "completion_tokens": self.completion_tokens, "tokens": self.tokens,
                     "seconds": round(time.monotonic() - self.started, 3)}
 
-    def trajectory(self) -> dict[str, Any]:
-        """The events seen, each with ``kind`` (as in a trajectory's ``to_dict()``, flat: children's
-        events are among them, told apart by ``depth``)."""
+    def event_tree(self, query: str = "") -> dict[str, Any]:
+        """The events seen, in the shape of a run's ``events`` (``{query, depth, events, children}``,
+        as :meth:`sandbox.trajectory.Trajectory.to_dict` gives it), flat: children's events are
+        among the root's, told apart by ``depth``.
+
+        Args:
+            query: the run's query, for the tree's root.
+
+        Returns:
+            The event tree.
+        """
         with self._lock:
-            return {"events": [{"kind": kind_of(e), **{k: v for k, v in e.items() if k not in ("kind", "type")}}
-                               for e in self.events]}
+            return {"query": query, "depth": 0, "events": [dict(e) for e in self.events], "children": []}

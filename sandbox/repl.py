@@ -48,6 +48,13 @@ _BOOTSTRAP = ("import sys, types; pkg = types.ModuleType('sandbox'); pkg.__path_
               "sys.modules['sandbox'] = pkg; from sandbox.worker import main; main()")
 _START_TIMEOUT = 30.0
 _MAX_OUTPUT_SLACK = 1000  # the truncation notice the worker adds to capped output and errors
+# The sandbox's defaults: the one set every entry point starts from (``SandboxOptions`` has them).
+# A cell's printed output is capped at dspy.RLM's own ``max_output_chars`` default, so the drop-in
+# shows the root LM what DSPy would.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_OUTPUT_CHARS = 10_000
+DEFAULT_MEMORY_LIMIT_MB = 1024
+DEFAULT_TOOL_TIMEOUT = 600.0
 DEFAULT_MAX_FINAL_CHARS = 1_000_000
 _PROTOCOL_BROKEN = ("crash limit: the worker broke the protocol and was killed; the REPL was restarted and "
                     "its variables were lost")
@@ -145,9 +152,10 @@ class Sandbox:
         WorkerStartError: the worker process could not be started.
     """
 
-    def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = 30.0,
-                 memory_limit_mb: int = 1024, max_output_chars: int = 20_000, kill_grace: float = 1.0,
-                 tool_timeout: float = 600.0, budget: Budget | None = None, confinement: str = "os",
+    def __init__(self, *, tools: Mapping[str, Callable[..., Any]] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+                 kill_grace: float = 1.0, tool_timeout: float = DEFAULT_TOOL_TIMEOUT, budget: Budget | None = None,
+                 confinement: str = "os",
                  max_tool_threads: int = 8, submit_fields: Sequence[str] | None = None,
                  max_final_chars: int = DEFAULT_MAX_FINAL_CHARS):
         tools = check_tools(tools)

@@ -31,22 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.stops import COMPLETE_STOPS, meaning as stop_meaning
 from sandbox.trajectory import Trajectory
 
-COMPLETE_STOPS = frozenset({"final", "accepted", "no_improvement", "max_refinements"})
-STOP_MEANINGS = {
-    "final": "the model gave its answer (FINAL / SUBMIT)",
-    "accepted": "the evaluator accepted the answer",
-    "no_improvement": "the evaluator's score stopped improving; the best answer is kept",
-    "max_refinements": "the refinement cap was reached; the best answer is kept",
-    "max_iterations": "the iteration cap was reached",
-    "max_iters": "the iteration cap (max_iters) was reached",
-    "max_llm_calls": "the budget's LM-call cap was reached",
-    "max_tokens": "the budget's token cap was reached",
-    "max_cost_usd": "the budget's dollar cap was reached",
-    "max_seconds": "the budget's wall-clock cap was reached",
-    "context_window": "the root prompt no longer fit the model's context window",
-}
 DSPY_RESERVED = frozenset({"trajectory", "final_reasoning", "stop_reason", "usage", "events"})
 COMMON_FIELDS = ("kind", "depth", "t")
 CALL_KINDS = ("lm_call", "sub_call")
@@ -209,24 +196,26 @@ def _read_file(path: Path) -> Trace:
 
 def _from_data(data: Any, name: str) -> Trace:
     if not isinstance(data, Mapping):
-        raise ReportError(f"{name} is not a trace: expected an object with 'trajectory' (a run's result) or "
-                          f"'events' (a trajectory), got {_describe(data)}; {TRACE_HINT}")
-    if isinstance(data.get("events"), Mapping):  # a DSPy Prediction: `.events` is the trajectory
+        raise ReportError(f"{name} is not a trace: expected a run's result (an object with an 'events' "
+                          f"object) or a trajectory (an object with an 'events' list), got {_describe(data)}; "
+                          f"{TRACE_HINT}")
+    usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else None
+    if isinstance(data.get("events"), Mapping) and "final_reasoning" in data:  # a DSPy Prediction
         outputs = {key: value for key, value in data.items() if key not in DSPY_RESERVED}
-        usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else None
         return Trace(outputs, data.get("stop_reason"), (usage or {}).get("iterations"), usage,
                      _run(data["events"], f"{name}: events"), name)
-    if isinstance(data.get("trajectory"), Mapping):  # rlm ask --trace, or a LangGraph result
-        usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else None
-        return Trace({"answer": data.get("answer")}, data.get("stop_reason"), data.get("iterations"), usage,
-                     _run(data["trajectory"], f"{name}: trajectory"), name)
+    for key in ("events", "trajectory"):  # a LangGraph result or rlm ask --trace (older traces: `trajectory`)
+        if isinstance(data.get(key), Mapping):
+            return Trace({"answer": data.get("answer")}, data.get("stop_reason"), data.get("iterations"), usage,
+                         _run(data[key], f"{name}: {key}"), name)
     if isinstance(data.get("events"), list):  # a bare trajectory: the answer is in its final event
         root = _run(data, name)
         final = next((e for e in reversed(root.events) if isinstance(e, Mapping) and e.get("kind") == "final"), {})
         iterations = sum(1 for e in root.events if isinstance(e, Mapping) and e.get("kind") == "iteration")
         return Trace({"answer": final.get("answer")}, final.get("stop_reason"), iterations, None, root, name)
-    raise ReportError(f"{name} is not a trace: expected an object with 'trajectory' (a run's result) or "
-                      f"'events' (a trajectory), got {_describe(data)}; {TRACE_HINT}")
+    raise ReportError(f"{name} is not a trace: expected a run's result (an object with an 'events' "
+                      f"object) or a trajectory (an object with an 'events' list), got {_describe(data)}; "
+                      f"{TRACE_HINT}")
 
 
 def _run(data: Any, where: str) -> Run:
@@ -377,7 +366,7 @@ class _Page:
         trace, totals = self.trace, _totals(self.trace.root)
         stop = _text(trace.stop_reason) or "unknown"
         verdict = "ok" if stop in COMPLETE_STOPS else "warn"
-        meaning = STOP_MEANINGS.get(stop, "")
+        meaning = stop_meaning(stop)
         labelled = len(trace.outputs) > 1
         outputs = "".join((f'<div class="lbl">{_esc(key)}</div>' if labelled else "") +
                           f'<pre id="answer-{i}">{_esc(value)}</pre>' for i, (key, value) in enumerate(trace.outputs.items()))

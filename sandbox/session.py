@@ -24,7 +24,17 @@ from sandbox.budget import Budget
 from sandbox.context import check_context
 from sandbox.lm import LMClient
 from sandbox.replay import CallLog
-from sandbox.repl import DEFAULT_MAX_FINAL_CHARS, RESERVED_NAMES, CellResult, Sandbox, check_tools
+from sandbox.repl import (
+    DEFAULT_MAX_FINAL_CHARS,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_MEMORY_LIMIT_MB,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOOL_TIMEOUT,
+    RESERVED_NAMES,
+    CellResult,
+    Sandbox,
+    check_tools,
+)
 from sandbox.trajectory import Trajectory, preview
 
 HOST_FUNCTIONS = ("llm_query", "llm_query_batched", "rlm_query")
@@ -38,16 +48,28 @@ REPL_NAMES = frozenset({*HOST_FUNCTIONS, *RESERVED_NAMES})
 class SandboxOptions:
     """Per-cell limits of the REPL and the sub-call settings of the host functions.
 
-    ``max_prompt_chars`` caps one sub-call prompt (``None``: the sub-model's input window
-    when litellm's local model map knows it, else ``sandbox.bridge.DEFAULT_MAX_PROMPT_CHARS``,
-    400,000). ``max_final_chars`` caps a ``FINAL``/``SUBMIT`` value (its strings, plus one
-    per item).
+    Its defaults are the sandbox's (``sandbox.repl.DEFAULT_*``), and every entry point starts from
+    them: :class:`~sandbox.repl.Sandbox`, ``create_rlm_graph``, ``rlm_dspy.RLM`` (whose
+    ``max_output_chars`` argument, dspy.RLM's, has the same default), ``rlm_dspy.RestrictedPythonInterpreter``
+    and the ``rlm`` command.
+
+    Attributes:
+        timeout: seconds of a cell's own time (the clock pauses while a tool runs).
+        memory_limit_mb: the worker's address-space cap.
+        max_output_chars: a cell's printed output (and error) as the root LM sees it.
+        tool_timeout: seconds one tool call may take.
+        max_concurrency: sub-calls one ``llm_query_batched`` runs at once.
+        sub_max_tokens: the completion cap of one sub-call.
+        confinement: ``"os"`` (seccomp, Landlock, own uid) or ``"none"`` (the policy alone).
+        max_prompt_chars: one sub-call prompt's cap (``None``: the sub-model's input window when
+            litellm's local model map knows it, else ``sandbox.bridge.DEFAULT_MAX_PROMPT_CHARS``, 400,000).
+        max_final_chars: a ``FINAL``/``SUBMIT`` value's cap (its strings, plus one per item).
     """
 
-    timeout: float = 60.0
-    memory_limit_mb: int = 1024
-    max_output_chars: int = 10_000
-    tool_timeout: float = 600.0
+    timeout: float = DEFAULT_TIMEOUT
+    memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
     max_concurrency: int = 8
     sub_max_tokens: int = 1024
     confinement: str = "os"

@@ -82,7 +82,7 @@ def graph_run(url: str, api_base: str, thread: str, *, resume: bool, cache: bool
         config = {"configurable": {"thread_id": thread}}
         out = graph.invoke(None if resume else {"query": QUERY, "context": NOTES}, config)
     return {"answer": out["answer"], "stop_reason": out["stop_reason"], "usage": out["usage"],
-            "cached": sum(bool(e.get("cached")) for e in out["trajectory"]["events"] if e["kind"] == "sub_call")}
+            "cached": sum(bool(e.get("cached")) for e in out["events"]["events"] if e["kind"] == "sub_call")}
 
 
 def many_runs(url: str, api_base: str, prefix: str, count: int, start_at: float) -> dict[str, Any]:

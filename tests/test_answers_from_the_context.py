@@ -61,7 +61,7 @@ def test_the_graph_answers_from_the_real_context_after_a_cell_rebinds_it():
                              sub_model=upper_lm(), grounding=False)
     out = graph.invoke({"query": "What is the launch code?", "context": TEXT})
     assert out["answer"] == TEXT[:43]
-    cells = [e for e in out["trajectory"]["events"] if e["kind"] == "cell"]
+    cells = [e for e in out["events"]["events"] if e["kind"] == "cell"]
     assert PUT_BACK in cells[0]["output"]
 
 
@@ -110,7 +110,7 @@ def test_the_graph_never_runs_the_code_after_an_invented_turn():
     graph = create_rlm_graph(script(reply, cell("FINAL('done')")), sub_model=upper_lm(), grounding=False)
     out = graph.invoke({"query": "q", "context": TEXT})
     assert out["answer"] == "done"
-    assert [e["code"] for e in out["trajectory"]["events"] if e["kind"] == "cell"][0] == "print(len(context))"
+    assert [e["code"] for e in out["events"]["events"] if e["kind"] == "cell"][0] == "print(len(context))"
 
 
 # -- the worked example -----------------------------------------------------------------------------
@@ -129,5 +129,5 @@ def test_the_examples_code_runs_in_the_sandbox():
     replies = [cell(code) for code in re.findall(r"```repl\n(.*?)```", example, re.DOTALL)]
     out = create_rlm_graph(script(*replies), sub_model=FakeLM(lambda prompt: "2 June 2024"), look_before_answer=False,
                            grounding=False).invoke({"query": "q", "context": context})
-    errors = [e["error"] for e in out["trajectory"]["events"] if e["kind"] == "cell" and e["error"]]
+    errors = [e["error"] for e in out["events"]["events"] if e["kind"] == "cell" and e["error"]]
     assert errors == [] and out["stop_reason"] == "final"

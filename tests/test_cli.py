@@ -43,7 +43,7 @@ def test_ask_with_the_graph_engine(stub, document, tmp_path, capsys):
     assert code == 0
     assert "Answer: done" in out.out and "Stopped: final after 3 iterations" in out.out
     assert f"Trace: {trace}" in out.out
-    assert json.loads(trace.read_text())["trajectory"]["events"][-1]["kind"] == "final"
+    assert json.loads(trace.read_text())["events"]["events"][-1]["kind"] == "final"
     # One line per iteration, saying what happened; the code before its result; the answer only once.
     lines = out.err.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("iteration")] == \

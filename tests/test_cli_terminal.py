@@ -190,7 +190,7 @@ def test_ctrl_c_stops_cleanly_with_the_partial_answer_and_the_trace(terminal, tm
         "partial)" in screen
     saved = json.loads(trace.read_text())
     assert saved["stop_reason"] == "interrupted" and saved["answer"] == "partial: alpha beta"
-    assert any(e["kind"] == "cell" for e in saved["trajectory"]["events"])
+    assert any(e["kind"] == "cell" for e in saved["events"]["events"])
     deadline = time.monotonic() + 10
     while any(map(running, [program, *workers])) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -42,7 +42,7 @@ def test_streaming_progress(capsys):
     progress = langgraph_streaming_progress.main([])
     out = capsys.readouterr().out
     assert f"answer: {NEEDLE}" in out and "sub-calls" in out
-    assert progress.sub_calls == sum(e["type"] == "sub_call" for e in progress.events) > 10
+    assert progress.sub_calls == sum(e["kind"] == "sub_call" for e in progress.events) > 10
 
 
 def test_dspy_long_document_qa(capsys):

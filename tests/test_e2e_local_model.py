@@ -25,7 +25,7 @@ from tests.processes import llama_servers
 pytestmark = pytest.mark.e2e
 KEY = "sk-local-no-key"
 QUESTION = "What is the launch code for project Heron?"
-DONE = {"final", "accepted", "no_improvement", "max_refinements", "max_iterations", "max_iters"}
+DONE = {"final", "accepted", "no_improvement", "max_refinements", "max_iterations"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_graph_engine_runs_real_model_output(server):
     graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
                              budget=Budget(max_seconds=300))
     out = graph.invoke({"query": QUESTION, "context": long_document()})
-    events = out["trajectory"]["events"]
+    events = out["events"]["events"]
     kinds = [e["kind"] for e in events]
     assert out["stop_reason"] in DONE and 1 <= out["iterations"] <= 6
     assert "lm_call" in kinds and "cell" in kinds and kinds[-1] == "final"
@@ -89,7 +89,7 @@ def test_evaluator_checkpoint_round_trips(server):
     graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
                              evaluator=lambda query, answer: next(verdicts, (1.0, "")), max_refinements=2)
     out = graph.invoke({"query": QUESTION, "context": long_document()})
-    evaluations = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    evaluations = [e for e in out["events"]["events"] if e["kind"] == "evaluation"]
     if out["stop_reason"] != "max_iterations":
         assert evaluations[0]["decision"] == "refine" and evaluations[0]["feedback"].startswith("Quote")
 

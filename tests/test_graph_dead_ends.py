@@ -50,7 +50,7 @@ def cells_then_extract(code: str, extracted: str = "98321") -> ScriptedRoot:
 
 
 def extract_calls(out) -> list[dict]:
-    return [e for e in out["trajectory"]["events"] if e["kind"] == "lm_call" and e.get("step") == "extract"]
+    return [e for e in out["events"]["events"] if e["kind"] == "lm_call" and e.get("step") == "extract"]
 
 
 # -- an answer at the iteration cap and at budget stops ---------------------------------------
@@ -109,7 +109,7 @@ def test_an_extract_reply_of_code_is_no_answer():
     root = cells_then_extract("x = 1", extracted=cell("FINAL(x)"))
     out = create_rlm_graph(root, sub_model=upper_lm(), max_iterations=1).invoke({"query": "q", "context": "c"})
     assert out["stop_reason"] == "max_iterations" and out["answer"] is None
-    assert any(e["kind"] == "note" and "was code" in e["message"] for e in out["trajectory"]["events"])
+    assert any(e["kind"] == "note" and "was code" in e["message"] for e in out["events"]["events"])
 
 
 def test_an_extract_reply_naming_a_variable_gives_its_value():
@@ -166,7 +166,7 @@ def test_no_call_is_held_when_the_cap_leaves_none_beside_it():
     assert out["stop_reason"] == "max_llm_calls" and out["answer"] is None
     assert len(root.chats) == 1 and out["usage"]["llm_calls"] == 1  # the root got the only call
     assert any(e["kind"] == "budget" and e["message"].startswith("extract skipped")
-               for e in out["trajectory"]["events"])
+               for e in out["events"]["events"])
 
 
 def test_a_call_that_does_not_fit_its_hold_is_refused_and_the_hold_given_back(runner):
@@ -198,7 +198,7 @@ def test_a_repeated_failing_cell_is_named_in_the_feedback():
     assert "IndexError" in first and "same code" not in first
     assert "failed 2 times in a row" in second and "failed 3 times in a row" in third
     assert "IndexError" in other and "same code" not in other  # different code: a new streak
-    notes = [e["message"] for e in out["trajectory"]["events"] if e["kind"] == "note"]
+    notes = [e["message"] for e in out["events"]["events"] if e["kind"] == "note"]
     assert notes == ["the same failing cell ran 2 times in a row", "the same failing cell ran 3 times in a row"]
 
 
@@ -256,7 +256,7 @@ def test_every_block_of_a_reply_runs_in_order():
     graph = create_rlm_graph(script(TWO_BLOCKS), sub_model=upper_lm(), checkpointer=InMemorySaver())
     out = graph.invoke({"query": "q", "context": "The north gate code is 98321. The rest is filler."}, thread())
     assert out["answer"] == "CODE? THE NORTH GATE CODE IS 98321" and out["iterations"] == 1
-    assert [e["code"].splitlines()[0] for e in out["trajectory"]["events"] if e["kind"] == "cell"] == [
+    assert [e["code"].splitlines()[0] for e in out["events"]["events"] if e["kind"] == "cell"] == [
         "hits = [p for p in context.split('. ') if 'gate' in p]", "answer = llm_query('code? ' + hits[0])"]
     kept = graph.get_state(thread()).values["messages"][2]["content"]
     assert kept.endswith("FINAL(answer)\n```") and "more invention" not in kept
@@ -351,7 +351,7 @@ def test_real_run_stopped_by_the_call_cap_answers_from_what_the_repl_printed(ser
     graph = create_rlm_graph(real_root(server, temperature=0), max_iterations=10, budget=Budget(max_llm_calls=2))
     out = graph.invoke({"query": QUESTION, "context": one_line_document()})
     assert out["stop_reason"] == "max_llm_calls" and out["usage"]["llm_calls"] <= 2
-    printed = " ".join(e["output"] for e in out["trajectory"]["events"] if e["kind"] == "cell")
+    printed = " ".join(e["output"] for e in out["events"]["events"] if e["kind"] == "cell")
     if "7291" in printed:  # the needle was printed before the cap: the answer must carry it
         assert "7291" in str(out["answer"])
     else:
@@ -370,7 +370,7 @@ def test_real_run_names_every_repeated_failing_cell_and_ends_with_an_answer(serv
     graph = create_rlm_graph(real_root(server), max_iterations=6)  # sampled
     out = graph.invoke({"query": QUESTION, "context": one_line_document()})
     assert out["answer"] is not None and str(out["answer"]).strip()
-    events = out["trajectory"]["events"]
+    events = out["events"]["events"]
     cells = [e for e in events if e["kind"] == "cell"]
     repeats = sum(1 for a, b in zip(cells, cells[1:]) if a["error"] and b["error"] and a["code"] == b["code"])
     assert len([e for e in events if e["kind"] == "note" and "times in a row" in e["message"]]) == repeats

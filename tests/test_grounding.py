@@ -133,7 +133,7 @@ def graph_run(*replies, **options):
 
 
 def user_turns(out) -> str:
-    return "\n".join(str(e.get("message", "")) for e in out["trajectory"]["events"] if e["kind"] == "note")
+    return "\n".join(str(e.get("message", "")) for e in out["events"]["events"] if e["kind"] == "note")
 
 
 def test_the_graph_refuses_a_final_before_looking_then_accepts_one_after():
@@ -147,7 +147,7 @@ def test_the_graph_sends_an_ungrounded_answer_back_naming_the_token():
     out = graph_run(cell("i = context.find('access code')\nprint(context[i:i + 60])"), cell("FINAL('45213')"),
                     cell("FINAL('98321')"))
     assert (out["answer"], out["stop_reason"]) == ("98321", "final")
-    [evaluation] = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    [evaluation] = [e for e in out["events"]["events"] if e["kind"] == "evaluation"]
     assert (evaluation["checkpoint"], evaluation["decision"]) == ("grounding", "refine")
     assert "'45213' does not occur" in evaluation["feedback"]
 
@@ -161,7 +161,7 @@ def test_the_graph_sends_back_an_answer_copied_from_its_worked_example():
                            sub_model=FakeLM(lambda prompt: "It closed on 2 June 2024.")).invoke(
         {"query": "What is the access code for the north gate?", "context": CONTEXT})
     assert (out["answer"], out["stop_reason"]) == ("98321", "final")
-    [evaluation] = [e for e in out["trajectory"]["events"] if e["kind"] == "evaluation"]
+    [evaluation] = [e for e in out["events"]["events"] if e["kind"] == "evaluation"]
     assert "'2 June 2024' comes from the worked example" in evaluation["feedback"]
 
 

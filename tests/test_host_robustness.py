@@ -234,7 +234,7 @@ def test_graph_survives_a_hostile_cell(name):
         assert out["stop_reason"] == "max_llm_calls"
     else:
         assert (out["answer"], out["stop_reason"]) == ("done", "final")
-    assert len(json.dumps(out["trajectory"])) < TRAJECTORY_BOUND
+    assert len(json.dumps(out["events"])) < TRAJECTORY_BOUND
     assert max(root.prompt_chars) < ROOT_PROMPT_BOUND and all(len(p) <= 400_000 for p in sub.calls)
 
 
@@ -262,7 +262,7 @@ def test_a_root_that_insists_on_a_refused_final_stops_at_the_iteration_cap(name)
     assert out["stop_reason"] == "max_iterations" and out["answer"] is None
     with dspy.context(lm=script_lm(step(HOSTILE[name]))):
         pred = RLM("context -> answer", max_iters=2, sub_lm=text_lm(str.upper))(context="c")
-    assert pred.stop_reason == "max_iters" and pred.answer is None
+    assert pred.stop_reason == "max_iterations" and pred.answer is None
     assert "FINAL" in pred.trajectory[0]["output"]  # refused by the worker or, failing that, the host
 
 
@@ -296,7 +296,7 @@ def test_the_host_refuses_a_final_the_worker_let_through(lying_worker, marker):
     root = ScriptedRoot(cell(f"FINAL('{marker}')"), "FINAL(done)")
     out = create_rlm_graph(root, sub_model=FakeLM()).invoke({"query": "q", "context": "c"})
     assert (out["answer"], out["stop_reason"]) == ("done", "final")
-    assert len(json.dumps(out["trajectory"])) < TRAJECTORY_BOUND
+    assert len(json.dumps(out["events"])) < TRAJECTORY_BOUND
     with dspy.context(lm=script_lm(step(f"FINAL('{marker}')"), step("SUBMIT(answer='done')"))):
         pred = RLM("context -> answer", sub_lm=text_lm(str.upper))(context="c")
     assert (pred.answer, pred.stop_reason) == ("done", "final")

@@ -201,7 +201,7 @@ def test_a_graph_with_cache_sub_calls_answers_a_repeated_prompt_from_the_store()
         out = graph.invoke({"query": "q", "context": "c"})
     assert out["answer"] == "HI" and sub.calls == ["hi"]
     assert out["usage"]["llm_calls"] == 1  # the root call only
-    assert [e.get("cached") for e in out["trajectory"]["events"] if e["kind"] == "sub_call"] == [True]
+    assert [e.get("cached") for e in out["events"]["events"] if e["kind"] == "sub_call"] == [True]
 
 
 def test_a_router_with_a_failing_endpoint_still_answers():

@@ -103,14 +103,15 @@ def test_partial_answer_is_the_final_answer_else_the_last_root_output():
     assert progress.partial_answer() == "second"
     feed(progress, {"kind": "final", "answer": "42", "stop_reason": "final"})
     assert progress.partial_answer() == "42"
-    assert [e["kind"] for e in progress.trajectory()["events"]] == ["cell"] * 4 + ["final"]
+    assert [e["kind"] for e in progress.event_tree()["events"]] == ["cell"] * 4 + ["final"]
 
 
-def test_stream_events_with_type_are_read_and_kept_as_they_came():
+def test_the_events_seen_are_kept_as_an_event_tree():
     progress = ProgressDisplay(quiet=True)
-    progress({"type": "iteration", "depth": 0, "iteration": 4})
-    assert progress.iteration == 4 and progress.events == [{"type": "iteration", "depth": 0, "iteration": 4}]
-    assert progress.trajectory()["events"] == [{"kind": "iteration", "depth": 0, "iteration": 4}]
+    progress({"kind": "iteration", "depth": 0, "iteration": 4})
+    assert progress.iteration == 4
+    assert progress.event_tree("q") == {"query": "q", "depth": 0, "children": [],
+                                        "events": [{"kind": "iteration", "depth": 0, "iteration": 4}]}
 
 
 def test_the_answer_line_is_left_to_callers_that_report_it_themselves():

@@ -288,7 +288,7 @@ def test_a_large_trace_renders_fast_and_collapsed():
 
 @pytest.mark.parametrize("content, message", [
     ("not json {", r"is not JSON \(Expecting value at line 1, column 1\)"),
-    ("[1, 2]", r"is not a trace: expected an object with 'trajectory' .* got a list of 2 items"),
+    ("[1, 2]", r"is not a trace: expected a run's result .* got a list of 2 items"),
     ('{"answer": 1, "usage": {}}', r"got an object with keys 'answer', 'usage'"),
     ('{"trajectory": {"events": "x"}}', r"trace.json: trajectory: 'events' is a str, not a list of events"),
     ('{"events": [], "children": {"a": 1}}', r"'children' is an object with keys 'a', not a list"),

@@ -105,7 +105,7 @@ def looping_lm(code: str, extracted: dict[str, str]) -> dspy.LM:
 def test_max_iters_ends_with_extract():
     out = run(RLM("context -> answer: str, count: int", max_iters=2, sub_lm=text_lm(str.upper)),
               looping_lm("x = 1", {"answer": "extracted", "count": "5"}), context="c")
-    assert (out.answer, out.count, out.stop_reason) == ("extracted", 5, "max_iters")
+    assert (out.answer, out.count, out.stop_reason) == ("extracted", 5, "max_iterations")
 
 
 def test_budget_exhaustion_still_extracts_within_the_cap():
@@ -127,8 +127,11 @@ def test_sub_call_cap_is_dspy_max_llm_calls():
     rlm = RLM("context -> answer", max_llm_calls=3, sub_lm=text_lm(str.upper))
     rlm.extract.lm = extract_lm
     out = run(rlm, root, context="c")
-    assert out.stop_reason == "max_llm_calls" and out.answer == "capped"
+    assert out.stop_reason == "max_sub_calls" and out.answer == "capped"  # not the budget's max_llm_calls
     assert sum(e["kind"] == "sub_call" for e in out.events["events"]) == 3
+    budget_events = [e for e in out.events["events"] if e["kind"] == "budget"]
+    assert budget_events and all(e["limit"] == "max_sub_calls" for e in budget_events)
+    assert "this RLM's 3 sub-calls are used" in budget_events[0]["message"]
 
 
 def test_rlm_query_runs_a_child_rlm_one_level_deeper():

@@ -156,7 +156,7 @@ def test_the_sub_call_cap_holds_on_a_foreign_interpreter_even_if_the_code_catche
                           "    except Exception:\n        pass\nprint(n)"), step("SUBMIT(answer='never')"))
     rlm = RLM("context -> answer", max_llm_calls=3, sub_lm=text_lm(str.upper), interpreter_factory=Recording())
     out = run(rlm, root, context="c")
-    assert out.stop_reason == "max_llm_calls" and out.usage["llm_calls"] <= 3 + 1 + 1  # 3 sub, 1 root, extract
+    assert out.stop_reason == "max_sub_calls" and out.usage["llm_calls"] <= 3 + 1 + 1  # 3 sub, 1 root, extract
     assert out.trajectory[0]["output"].startswith("3\n[Error] budget limit")
 
 

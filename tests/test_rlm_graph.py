@@ -55,9 +55,9 @@ def test_answers_a_query_with_sub_calls():
     out = graph.invoke({"query": "shout the first two words", "context": "alpha beta gamma"})
     assert out["answer"] == "ALPHA BETA" and out["stop_reason"] == "final" and out["iterations"] == 2
     assert out["usage"]["llm_calls"] == 4 and sub.calls == ["alpha", "beta"]
-    kinds = [e["kind"] for e in out["trajectory"]["events"]]
+    kinds = [e["kind"] for e in out["events"]["events"]]
     assert kinds == ["iteration", "lm_call", "cell", "iteration", "lm_call", "sub_call", "sub_call", "cell", "final"]
-    json.dumps(out["trajectory"])
+    json.dumps(out["events"])
 
 
 def test_final_written_as_text_and_unparseable_replies():
@@ -65,7 +65,7 @@ def test_final_written_as_text_and_unparseable_replies():
                              sub_model=upper_lm())
     out = graph.invoke({"query": "q", "context": "c"})
     assert out["answer"] == "forty two" and out["iterations"] == 3
-    state_messages = [e for e in out["trajectory"]["events"] if e["kind"] == "lm_call"]
+    state_messages = [e for e in out["events"]["events"] if e["kind"] == "lm_call"]
     assert len(state_messages) == 3
 
 
@@ -128,7 +128,7 @@ def test_streams_custom_events_and_updates():
     events, nodes = [], []
     for mode, chunk in graph.stream({"query": "q", "context": "c"}, stream_mode=["custom", "updates"]):
         (events if mode == "custom" else nodes).append(chunk)
-    assert [e["type"] for e in events] == ["iteration", "lm_call", "sub_call", "cell", "iteration", "lm_call",
+    assert [e["kind"] for e in events] == ["iteration", "lm_call", "sub_call", "cell", "iteration", "lm_call",
                                            "cell", "final"]
     assert all(e["depth"] == 0 for e in events) and events[0]["iteration"] == 1
     assert [next(iter(n)) for n in nodes] == ["prepare", "root_lm", "execute", "root_lm", "execute", "finalize"]
@@ -262,7 +262,7 @@ def test_evaluator_sends_feedback_until_accepted():
     assert out["answer"] == "complete" and out["stop_reason"] == "accepted" and seen == ["partial", "complete"]
     messages = graph.get_state(thread()).values["messages"]
     assert any("mention the year" in m["content"] for m in messages)
-    assert [e["decision"] for e in out["trajectory"]["events"] if e["kind"] == "evaluation"] == ["refine", "accept"]
+    assert [e["decision"] for e in out["events"]["events"] if e["kind"] == "evaluation"] == ["refine", "accept"]
 
 
 def test_no_improvement_stops_with_the_best_answer():
@@ -286,7 +286,7 @@ def test_budget_exhaustion_returns_the_best_partial_answer():
     out = graph.invoke({"query": "q", "context": "c"})
     assert out["stop_reason"] == "max_llm_calls" and out["answer"] == "draft"
     assert out["usage"]["llm_calls"] == 2  # the third call was held for `extract`, not needed with an answer
-    assert any(e["kind"] == "budget" for e in out["trajectory"]["events"])
+    assert any(e["kind"] == "budget" for e in out["events"]["events"])
 
 
 def test_budget_stop_inside_a_cell():
@@ -316,17 +316,17 @@ def test_rlm_query_runs_a_child_graph_one_level_deeper():
                   cell("FINAL('parent got ' + sub)"))
     graph = create_rlm_graph(root, sub_model=upper_lm(), max_depth=1)
     events = [e for _, e in graph.stream({"query": "q", "context": "c"}, stream_mode=["custom"])]
-    out = [e for e in events if e["type"] == "final" and e["depth"] == 0][0]
+    out = [e for e in events if e["kind"] == "final" and e["depth"] == 0][0]
     assert out["answer"] == "parent got 3"
     assert {e["depth"] for e in events} == {0, 1}
-    assert [e for e in events if e["type"] == "rlm_query"][0]["degraded"] is False
+    assert [e for e in events if e["kind"] == "rlm_query"][0]["degraded"] is False
 
 
 def test_rlm_query_at_max_depth_degrades():
     graph = create_rlm_graph(script(cell("FINAL(rlm_query('hello'))")), sub_model=upper_lm(), max_depth=0)
     out = graph.invoke({"query": "q", "context": "c"})
     assert out["answer"] == "HELLO"
-    (event,) = [e for e in out["trajectory"]["events"] if e["kind"] == "rlm_query"]
+    (event,) = [e for e in out["events"]["events"] if e["kind"] == "rlm_query"]
     assert event["degraded"] and "max_depth=0" in event["reason"]
 
 
@@ -362,7 +362,7 @@ def test_astream_custom_events():
     async def main():
         return [chunk async for chunk in graph.astream({"query": "q", "context": "c"}, stream_mode="custom")]
 
-    assert [e["type"] for e in asyncio.run(main())] == ["iteration", "lm_call", "cell", "final"]
+    assert [e["kind"] for e in asyncio.run(main())] == ["iteration", "lm_call", "cell", "final"]
 
 
 class Parent(TypedDict, total=False):
@@ -391,14 +391,14 @@ def test_node_in_a_parent_graph_with_its_own_keys():
     out = parent.invoke({"question": "how long?", "document": "12345"})
     assert out["result"] == 5 and out["log"] == ["router", "summary of 5"]
     streamed = [c for c in parent.stream({"question": "q", "document": "ab"}, stream_mode="custom", subgraphs=True)]
-    assert any(chunk[1]["type"] == "final" for chunk in streamed)
+    assert any(chunk[1]["kind"] == "final" for chunk in streamed)
     assert asyncio.run(parent.ainvoke({"question": "q", "document": "abc"}))["result"] == 3
 
 
 @pytest.mark.parametrize("subgraphs", [False, True])
 def test_a_nodes_events_reach_a_parent_streaming_custom_once(subgraphs):
     def kinds(chunks):
-        return [(chunk[1] if subgraphs else chunk)["type"] for chunk in chunks]
+        return [(chunk[1] if subgraphs else chunk)["kind"] for chunk in chunks]
 
     def parent():
         node = create_rlm_node(script(cell("print(len(context))"), cell("FINAL(len(context))")), sub_model=upper_lm(),
@@ -463,7 +463,7 @@ def test_an_overlong_conversation_is_compacted_into_a_summary_and_goes_on():
     out = create_rlm_graph(Windowed(reply), sub_model=upper_lm(), system_prompt="short").invoke(
         {"query": "q", "context": "c"})
     assert out["answer"] == 3 and out["stop_reason"] == "final"
-    [event] = [e for e in out["trajectory"]["events"] if e["kind"] == "compaction"]
+    [event] = [e for e in out["events"]["events"] if e["kind"] == "compaction"]
     assert event["steps"] >= 1 and event["chars_after"] < event["chars_before"]
     assert out["usage"]["llm_calls"] == 4 + 1 + 1  # four replies, one overflowed call, one summary
     last = seen[-1]
@@ -483,7 +483,7 @@ def test_a_run_whose_last_step_alone_overflows_stops_with_context_window():
 
     out = create_rlm_graph(Windowed(lambda p: cell("x = 1")), sub_model=upper_lm()).invoke({"query": "q", "context": "c"})
     assert out["stop_reason"] == "context_window"
-    assert [e["kind"] for e in out["trajectory"]["events"]].count("compaction") == 0
+    assert [e["kind"] for e in out["events"]["events"]].count("compaction") == 0
 
 
 def stored_contexts(store) -> int:

@@ -88,8 +88,8 @@ def test_a_follow_up_reads_the_variables_of_the_first_turn_without_rerunning_it(
     second = graph.invoke({"query": "how long is it?"}, thread())
     assert first["answer"] == "ABC DEF" and second["answer"] == 7
     assert sub.calls == ["abc def"]  # turn 1's sub-call was neither repeated nor replayed
-    cells = [e for e in second["trajectory"]["events"] if e["kind"] == "cell"]
-    assert [c["output"] for c in cells] == ["abc def 7\n", ""] and second["trajectory"]["query"] == "how long is it?"
+    cells = [e for e in second["events"]["events"] if e["kind"] == "cell"]
+    assert [c["output"] for c in cells] == ["abc def 7\n", ""] and second["events"]["query"] == "how long is it?"
     assert (first["iterations"], second["iterations"]) == (2, 2)
     assert [t["query"] for t in second["turns"]] == ["shout the context", "how long is it?"]
     assert second["turns"][0]["variables"] == ["note", "size"] and second["turns"][1]["variables"] == []
@@ -197,7 +197,7 @@ def test_a_new_context_starts_the_thread_over():
     graph = two_turn_graph(root, FakeLM(str.upper))
     graph.invoke({"query": "q1", "context": "abc def"}, thread())
     again = graph.invoke({"query": "q2", "context": "another text"}, thread())
-    assert "NameError" in again["trajectory"]["events"][2]["error"]
+    assert "NameError" in again["events"]["events"][2]["error"]
     assert [t["query"] for t in again["turns"]] == ["q2"]
     assert "follow-up" not in root.chats[2][1]["content"]
     graph.close()
