@@ -144,10 +144,13 @@ def model_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
         yield Endpoint(local.model, local.model, local.api_base, local.api_key)
 
 
-def prefetch_litellm() -> None:
-    """Import litellm on a daemon thread, while the worker starts and the context loads: it takes
-    seconds, and the first LM call would otherwise wait for all of them."""
-    threading.Thread(target=import_litellm, name="rlm-import-litellm", daemon=True).start()
+def prefetch_litellm() -> threading.Thread:
+    """Start importing litellm on a daemon thread, while the context loads and the model server
+    starts: it takes seconds, and the first LM call would otherwise wait for all of them. Join the
+    thread before a run starts: DSPy takes a half-imported litellm from ``sys.modules`` as it is."""
+    thread = threading.Thread(target=import_litellm, name="rlm-import-litellm", daemon=True)
+    thread.start()
+    return thread
 
 
 def notify(message: str) -> None:
@@ -267,7 +270,7 @@ def ask(args: argparse.Namespace) -> int:
     for option, model in (("--model", args.model), ("--sub-model", args.sub_model)):
         if model:
             check_model(model, option)
-    prefetch_litellm()
+    litellm_import = prefetch_litellm()
     for option, path in (("--trace", args.trace), ("--report", args.report)):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"{option} {path}: the folder {Path(path).resolve().parent} does not exist")
@@ -277,6 +280,7 @@ def ask(args: argparse.Namespace) -> int:
     progress = ProgressDisplay(sys.stderr, quiet=args.quiet, show_answer=False)  # the report gives it, once
     with model_endpoint(args) as endpoint:
         try:
+            litellm_import.join()  # inside the try: a Ctrl-C while it waits stops as cleanly as one later
             with progress:
                 result = run_interruptibly(engine, args.question, context, endpoint, budget, args.max_depth,
                                            progress)
