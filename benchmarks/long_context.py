@@ -49,7 +49,7 @@ def run_graph(case: Case, endpoint: Endpoint, max_iterations: int) -> Run:
     started = time.monotonic()
     out = graph.invoke({"query": case.question, "context": case.context})
     seconds = time.monotonic() - started
-    events = out["trajectory"]["events"]
+    events = out["events"]["events"]
     return Run(case.task, case.tokens, case.seed, "graph", case.score(out["answer"]), str(out["answer"])[:200],
                out["stop_reason"], out["usage"]["llm_calls"], sum(e["kind"] == "sub_call" for e in events),
                out["usage"]["tokens"], round(seconds, 2), _overhead(events, seconds, out["iterations"]))

@@ -174,3 +174,24 @@ def test_summary_reports_accuracy_spread_and_median_seconds(tmp_path):
     write(tmp_path, runs, [graph, direct])
     assert json.loads((tmp_path / "long_context.json").read_text())["distractors/16384/graph"]["runs"] == 3
     assert (tmp_path / "long_context.svg").read_text().startswith("<svg")
+
+
+@pytest.mark.parametrize("engine", ["graph", "dspy"])
+def test_a_bench_run_reads_each_engines_result(engine):
+    """The suite's runners read what the adapters return (answer, stop reason, the event tree)."""
+    from benchmarks.long_context import run_dspy, run_graph
+    from benchmarks.tasks import niah
+    from sandbox.cli import Endpoint
+    from tests.scripted_openai import ScriptedOpenAI
+
+    case = niah(1_024, seed=1)
+    code = "i = context.find('launch code')\nprint(context[i:i + 60])"
+    # The scripted server tells root turns apart by the chat's assistant turns, which DSPy's
+    # prompt has none of: its one reply reads the context and answers in the same cell.
+    replies = ([f"```repl\n{code}\n```", f"```repl\nFINAL({case.truth})\n```"] if engine == "graph" else
+               [f"[[ ## reasoning ## ]]\nlook\n\n[[ ## code ## ]]\n```python\n{code}\nSUBMIT(answer='{case.truth}')\n"
+                "```\n\n[[ ## completed ## ]]"])
+    with ScriptedOpenAI(replies) as server:
+        endpoint = Endpoint("openai/scripted", "openai/scripted", server.api_base, "k")
+        run = (run_graph if engine == "graph" else run_dspy)(case, endpoint, 4)
+    assert (run.score, run.stop_reason, run.llm_calls) == (1.0, "final", len(replies))
