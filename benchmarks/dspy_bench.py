@@ -31,10 +31,13 @@ CONTEXT = "benchmark context " * 1000
 
 
 class TimedLM:
-    """The stepwise scripted root LM, timing its own replies (the 'LM time' to subtract)."""
+    """The stepwise scripted root LM, timing its own replies (the 'LM time' to subtract).
+
+    The first cell reads the context and the last prints the answer, so the default checks of
+    grounded answers (look before answering, grounding) pass and run, as they do for a user."""
 
     def __init__(self, iterations: int):
-        cells = ["x = 0"] + ["x = x + 1"] * (iterations - 2) + ["SUBMIT(answer=str(x))"]
+        cells = ["x = len(context[:0])"] + ["x = x + 1"] * (iterations - 2) + ["print(x)\nSUBMIT(answer=str(x))"]
         self.reply = stepwise_rlm_reply(cells)
         self.seconds = 0.0
         self.lm = function_lm(self._timed, model="bench/root")
