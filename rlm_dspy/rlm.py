@@ -138,9 +138,7 @@ class _Run:
         self.extract_hold = hold_last_call(budget)
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         self.searched = _searched_input(regular)
-        tracing.start_run(trajectory, engine="dspy", tracer_provider=module.tracer_provider,
-                          root_model=getattr(getattr(module.generate_action, "lm", None) or dspy.settings.lm,
-                                             "model", None))  # a replaced predictor may have no .lm
+        self._start_spans()
         try:
             self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
                                    runner=runner, depth=depth, tools=module.tool_functions(),
@@ -175,10 +173,14 @@ class _Run:
         self.inputs, self.trajectory, self.summary = inputs, trajectory, earlier
         self.budget.restore(usage)
         self.session.begin_turn(trajectory)
-        tracing.start_run(trajectory, engine="dspy", tracer_provider=self.module.tracer_provider,
-                          root_model=getattr(getattr(self.module.generate_action, "lm", None) or dspy.settings.lm,
-                                             "model", None))
+        self._start_spans()
         self.extract_hold = hold_last_call(self.budget)
+
+    def _start_spans(self) -> None:
+        """Open this run's (or turn's) run span, named after the root LM."""
+        lm = getattr(self.module.generate_action, "lm", None) or dspy.settings.lm  # a replaced predictor may have no .lm
+        tracing.start_run(self.trajectory, engine="dspy", tracer_provider=self.module.tracer_provider,
+                          root_model=getattr(lm, "model", None))
 
     def end_turn(self) -> None:
         """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
@@ -543,7 +545,7 @@ class RLM(dspy.Module):
 
     def _compact(self, run: _Run, step: _Compact) -> str | _TooLong:
         """The summary of ``step.steps`` by the root LM, metered; ``_TooLong`` if they overflow it too."""
-        lm = DSPyLMClient(resolve_lm(self.generate_action.lm, "RLM's root predictors"))
+        lm = DSPyLMClient(resolve_lm(getattr(self.generate_action, "lm", None), "RLM's root predictors"))
         try:
             return run.runner.run(compact(lm, step.steps, query=run.trajectory.query, budget=run.budget,
                                           trajectory=run.trajectory, iteration=step.iteration))
@@ -562,7 +564,7 @@ class RLM(dspy.Module):
 
     def _evaluate(self, run: _Run, outputs: dict[str, Any]) -> Evaluation:
         evaluator = self.evaluator
-        answer = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        answer = _answer_of(outputs)
         if _is_dspy_metric(evaluator):
             result = evaluator(dspy.Example(**run.inputs).with_inputs(*run.inputs), dspy.Prediction(**outputs))
             return to_evaluation(result)
@@ -794,7 +796,7 @@ class RLMSession:
         finally:
             run.end_turn()
         outputs = {name: prediction[name] for name in self.module.signature.output_fields}
-        turn = Turn(query=trajectory.query, answer=next(iter(outputs.values())) if len(outputs) == 1 else outputs,
+        turn = Turn(query=trajectory.query, answer=_answer_of(outputs),
                     stop_reason=prediction.stop_reason, iterations=len(trajectory.of_kind("iteration")),
                     variables=made_variables([*before, *inputs], run.session.repl.variables()),
                     usage=usage_since(run.budget.spent(), start))
@@ -825,6 +827,11 @@ def _searched_input(inputs: dict[str, Any]) -> str | None:
         return "context"
     return max(texts, key=lambda name: sum(map(len, texts[name])) if isinstance(texts[name], list)
                else len(texts[name]), default=None)
+
+
+def _answer_of(outputs: dict[str, Any]) -> Any:
+    """The answer an evaluator or a turn record sees: the one output's value, else all of them."""
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
 
 def _answer_text(outputs: dict[str, Any]) -> str:
