@@ -105,7 +105,7 @@ def cold_ask(tree: Path, server: Server, context: Path) -> dict[str, float]:
     server.reset()
     env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.time()
-    subprocess.run([sys.executable, "-m", "sandbox.cli", "ask", "How many answers came back?", "--context",
+    subprocess.run([sys.executable, "-m", "sandbox.app.cli", "ask", "How many answers came back?", "--context",
                     str(context), "--model", "openai/repl-cold-8", "--api-base", server.api_base, "--quiet"],
                    cwd=tree, env=env, check=True, capture_output=True, timeout=300)
     total = time.time() - started

@@ -25,7 +25,7 @@ QUERY = "How many answers came back?"
 
 def graph_system(api_base: str, n: int, concurrency: int) -> Callable[[], Any]:
     from rlm_graph import create_rlm_graph
-    from sandbox.session import SandboxOptions
+    from sandbox.engine.session import SandboxOptions
 
     options = SandboxOptions(max_concurrency=concurrency) if concurrency else SandboxOptions()
 
@@ -41,7 +41,7 @@ def dspy_system(api_base: str, n: int, concurrency: int) -> Callable[[], Any]:
     import dspy
 
     from rlm_dspy import RLM
-    from sandbox.session import SandboxOptions
+    from sandbox.engine.session import SandboxOptions
 
     options = SandboxOptions(max_concurrency=concurrency) if concurrency else SandboxOptions()
 

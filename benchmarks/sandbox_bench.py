@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import write_results  # noqa: E402
 
 from sandbox import Budget, Completion, Sandbox, Trajectory  # noqa: E402
-from sandbox.aio import AsyncRunner  # noqa: E402
-from sandbox.bridge import HostFunctions  # noqa: E402
+from sandbox.engine.bridge import HostFunctions  # noqa: E402
+from sandbox.lm.aio import AsyncRunner  # noqa: E402
 
 CONTEXT_40MB = "0123456789 abcdefghijklmnopqrstuvwxyz\n" * (40 * 1024 * 1024 // 38)
 

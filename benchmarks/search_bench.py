@@ -7,7 +7,7 @@ made-up words in sentences and lines), each in a fresh process: the time to buil
 from the passages (tokenizing included, with the same tokens for both), the mean time of one
 query (3 words, scoring every passage and taking the top 5), the peak and retained memory of
 building it (tracemalloc, in a second process, since tracing slows the build) and the growth
-of the process's peak RSS. The passages are those ``sandbox.search`` cuts; cutting them is
+of the process's peak RSS. The passages are those ``sandbox.engine.search`` cuts; cutting them is
 timed once per size. ``--quick`` runs 1M only. ``rank-bm25`` is not a dependency of the
 package: install it first (``pip install rank-bm25``).
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import write_results  # noqa: E402
 
-from sandbox.search import STOPWORDS, passage_spans  # noqa: E402
+from sandbox.engine.search import STOPWORDS, passage_spans  # noqa: E402
 
 LIBRARIES = ("bm25s", "rank_bm25")
 SIZES = {"1M": 1_000_000, "10M": 10_000_000}

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from rlm_graph import create_rlm_graph
-from sandbox import Completion, Trajectory, tracing
+from sandbox import Completion, Trajectory
+from sandbox.engine import tracing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELL = "a = llm_query('one')\nb = llm_query_batched(['p', 'q', 'r', 's'])\nprint(len(a), len(b))"

@@ -9,7 +9,7 @@ sampling per trial, for each set of examples, interleaved so drift on a shared m
 all alike:
 
 - ``demo``: ``bash .ci/demo``'s question on its 400,000-character document;
-- ``code``: a launch code in 16K tokens of filler (``benchmarks.tasks.niah``), a new one per trial;
+- ``code``: a launch code in 16K tokens of filler (``sandbox.app.bench.tasks.niah``), a new one per trial;
 - ``date``: a date stated once, the shape of the lookup example, so copying its date shows.
 
 Each run is scored right (the truth in the answer), copied (the answer holds a value of the
@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import RESULTS  # noqa: E402
-from benchmarks.tasks import _filler, _lines, niah  # noqa: E402
 from cookbook.demo import NEEDLE, long_document  # noqa: E402
 from rlm_graph import create_rlm_graph  # noqa: E402
-from sandbox import prompts  # noqa: E402
-from sandbox.local import local_endpoint  # noqa: E402
+from sandbox.app.bench.tasks import _filler, _lines, niah  # noqa: E402
+from sandbox.engine import prompts  # noqa: E402
+from sandbox.lm.local import local_endpoint  # noqa: E402
 
-# The alternative to what sandbox.prompts ships: several examples of different shapes, marked
+# The alternative to what sandbox.engine.prompts ships: several examples of different shapes, marked
 # as made up, with the shipped lookup example last (nearest the query).
 SEVERAL_MARK = "Worked examples"
 SEVERAL = SEVERAL_MARK + ''' follow. Their queries, data and answers are made up to show the method: none of \

@@ -14,7 +14,7 @@ if not __package__:  # run as a file, from any directory: make this checkout's c
 
 from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
 from rlm_graph import create_rlm_graph
-from sandbox.progress import ProgressDisplay
+from sandbox.app.progress import ProgressDisplay
 
 
 def main(argv: list[str] | None = None) -> ProgressDisplay:

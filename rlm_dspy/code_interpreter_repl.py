@@ -25,15 +25,15 @@ from typing import Any
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreter, FinalOutput
 
-from sandbox.aio import CallTimedOut, call_with_timeout
-from sandbox.budget import Budget, BudgetExceeded
-from sandbox.repl import CellResult
+from sandbox.boundary.repl import CellResult
+from sandbox.engine.budget import Budget, BudgetExceeded
+from sandbox.lm.aio import CallTimedOut, call_with_timeout
 
 logger = logging.getLogger(__name__)
 
 
 class CodeInterpreterREPL:
-    """A :class:`~sandbox.session.REPL` over ``interpreter``; shuts it down on :meth:`close` if ``owned``.
+    """A :class:`~sandbox.engine.session.REPL` over ``interpreter``; shuts it down on :meth:`close` if ``owned``.
 
     Args:
         interpreter: the DSPy ``CodeInterpreter`` to run cells on.

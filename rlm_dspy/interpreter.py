@@ -30,10 +30,10 @@ from typing import Any
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 from dspy.utils.callback import BaseCallback, with_callbacks
 
-from sandbox.aio import AsyncRunner
-from sandbox.prompts import sandbox_rules
-from sandbox.repl import CellResult, Sandbox, SandboxError
-from sandbox.session import SandboxOptions
+from sandbox.boundary.repl import CellResult, Sandbox, SandboxError
+from sandbox.engine.prompts import sandbox_rules
+from sandbox.engine.session import SandboxOptions
+from sandbox.lm.aio import AsyncRunner
 
 
 # dspy.RLM cuts each cell's output itself (head and tail, at its own ``max_output_chars``: by default
@@ -78,7 +78,7 @@ def keyword_call(fn: Callable[..., Any], runner: AsyncRunner) -> Callable[..., A
 class RestrictedPythonInterpreter:
     """A ``dspy.CodeInterpreter`` backed by :class:`sandbox.Sandbox` (RestrictedPython in a worker).
 
-    Its limits default to :class:`sandbox.session.SandboxOptions`'s, except ``max_output_chars``
+    Its limits default to :class:`sandbox.engine.session.SandboxOptions`'s, except ``max_output_chars``
     (:data:`DSPY_OUTPUT_CHARS`): the ``dspy.RLM`` it serves cuts the output for its LM itself.
     """
 

@@ -1,7 +1,7 @@
 """DSPy language models under the runtime's budget ledger.
 
 Sub-calls (``llm_query``...) go through :class:`DSPyLMClient`, an
-:class:`~sandbox.lm.LMClient` over a ``dspy.LM``. The root's calls stay DSPy
+:class:`~sandbox.lm.clients.LMClient` over a ``dspy.LM``. The root's calls stay DSPy
 predictor calls (so optimizers can tune them); :func:`metered_predict` reserves
 budget from the exact prompt the adapter will send and commits the usage DSPy
 tracked. :func:`local_lm` is a ``dspy.LM`` for the embedded local model.
@@ -16,19 +16,19 @@ from typing import Any
 import dspy
 from dspy import lm15
 
-from sandbox.aio import CallTimedOut, call_with_timeout
-from sandbox.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm import (LOCAL_MODEL, ROOT_MAX_TOKENS, Completion, Messages, check_held, completion_from_response,
+from sandbox.engine.budget import Budget, BudgetExceeded, Reservation
+from sandbox.lm.aio import CallTimedOut, call_with_timeout
+from sandbox.lm.clients import (LOCAL_MODEL, ROOT_MAX_TOKENS, Completion, Messages, check_held, completion_from_response,
                         estimate_prompt_tokens, litellm_input_tokens, price_usd)
-from sandbox.local import local_endpoint
-from sandbox.router import RouterClient, is_router
+from sandbox.lm.local import local_endpoint
+from sandbox.lm.router import RouterClient, is_router
 
 LOCAL_MAX_TOKENS = 1024  # local_lm's reply cap: the embedded model's window is 8,192 tokens, prompt included
 
 
 def local_lm(**kwargs: Any) -> dspy.LM:
     """A ``dspy.LM`` for the embedded model: the one ``rlm serve`` keeps warm, else one started for
-    this process (see :func:`sandbox.local.local_endpoint`).
+    this process (see :func:`sandbox.lm.local.local_endpoint`).
 
     It uses DSPy's litellm engine, which sends ``max_tokens`` (the default engine sends
     ``max_completion_tokens``, which llama.cpp ignores), and a placeholder API key.
@@ -40,7 +40,7 @@ def local_lm(**kwargs: Any) -> dspy.LM:
         The LM, e.g. for ``dspy.configure(lm=local_lm())`` or ``rlm_dspy.RLM(..., sub_lm=local_lm())``.
 
     Raises:
-        sandbox.local.LocalModelError: the embedded model is not installed or failed to start.
+        sandbox.lm.local.LocalModelError: the embedded model is not installed or failed to start.
     """
     endpoint = local_endpoint()
     options = {"engine": "litellm", "max_tokens": LOCAL_MAX_TOKENS, **kwargs}
@@ -93,7 +93,7 @@ def _usage(tracker: Any) -> dict[str, tuple[int, int]]:
 
 
 class DSPyLMClient:
-    """A ``dspy.LM`` behind :class:`~sandbox.lm.LMClient`, reporting the usage DSPy tracked.
+    """A ``dspy.LM`` behind :class:`~sandbox.lm.clients.LMClient`, reporting the usage DSPy tracked.
 
     With ``lm=None`` (none configured) every call fails with ``dspy.LMNotConfiguredError``, as
     ``dspy.RLM``'s ``llm_query`` does: the cell sees the error, the run goes on.

@@ -32,6 +32,7 @@ from opentelemetry.trace import TracerProvider
 
 from rlm_dspy import serializable
 from rlm_dspy.code_interpreter_repl import CodeInterpreterREPL
+from rlm_dspy.interpreter import RestrictedPythonInterpreter
 from rlm_dspy.lm import (
     DSPyLMClient,
     as_dspy_lm,
@@ -41,22 +42,21 @@ from rlm_dspy.lm import (
     prompt_tokens_bound,
     resolve_lm,
 )
-from rlm_dspy.interpreter import RestrictedPythonInterpreter
-from sandbox import tracing
-from sandbox.aio import AsyncRunner
-from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
-from sandbox.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
-from sandbox.evaluator import Evaluation, as_evaluator, to_evaluation
-from sandbox.grounding import GroundingCheck, premature_answer, reads_inputs
-from sandbox.lm import is_context_window_error
-from sandbox.parsing import code_from_field, parse_reply
-from sandbox.prompts import repl_guide
-from sandbox.repl import CellResult
-from sandbox.refinement import RefinementState, decide, feedback_message
-from sandbox.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
-from sandbox.subcall_cache import CachedLM, SubCallCache
-from sandbox.trajectory import Trajectory, preview
-from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
+from sandbox.boundary.repl import CellResult
+from sandbox.engine import tracing
+from sandbox.engine.budget import Budget, BudgetExceeded, Reservation, hold_last_call
+from sandbox.engine.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
+from sandbox.engine.evaluator import Evaluation, as_evaluator, to_evaluation
+from sandbox.engine.grounding import GroundingCheck, premature_answer, reads_inputs
+from sandbox.engine.parsing import code_from_field, parse_reply
+from sandbox.engine.prompts import repl_guide
+from sandbox.engine.refinement import RefinementState, decide, feedback_message
+from sandbox.engine.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
+from sandbox.engine.subcall_cache import CachedLM, SubCallCache
+from sandbox.engine.trajectory import Trajectory, preview
+from sandbox.engine.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
+from sandbox.lm.aio import AsyncRunner
+from sandbox.lm.clients import is_context_window_error
 
 logger = logging.getLogger(__name__)
 RESERVED_INPUTS = REPL_NAMES | {"interpreter_factory"}  # the last is forward()'s own keyword
@@ -102,7 +102,7 @@ class _Cell:
 
 @dataclass(frozen=True)
 class _Compact:
-    """A step of the loop: summarize the oldest ``steps`` of the history (see sandbox.compaction)."""
+    """A step of the loop: summarize the oldest ``steps`` of the history (see sandbox.engine.compaction)."""
 
     steps: list[Step]
     iteration: int
@@ -230,12 +230,12 @@ class RLM(dspy.Module):
 
     A call returns a ``dspy.Prediction`` with the signature's output fields and:
 
-    - ``stop_reason``: why the run stopped, one of :data:`sandbox.stops.STOP_REASONS`
+    - ``stop_reason``: why the run stopped, one of :data:`sandbox.engine.stops.STOP_REASONS`
       (``"final"``, ``"max_iterations"``, ``"max_sub_calls"``, a budget cap's name...), the
       names ``create_rlm_graph`` reports;
     - ``events``: the event tree, ``{"query", "depth", "events": [...], "children": [...]}``,
       each event a dict with ``kind``, ``depth``, ``t`` and its own fields
-      (:mod:`sandbox.trajectory`), the same shape as the graph's ``events``;
+      (:mod:`sandbox.engine.trajectory`), the same shape as the graph's ``events``;
     - ``usage``: what the call tree spent (``iterations``, ``llm_calls``, ``tokens``,
       ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``seconds``);
     - ``trajectory``: DSPy's REPL history (a list of ``{reasoning, code, output}``), as
@@ -265,7 +265,7 @@ class RLM(dspy.Module):
             an ``LMJudge``, or a DSPy metric ``(example, prediction[, trace])``.
         max_refinements: how many times a rejected answer is sent back.
         min_gain: the least score gain between rounds that keeps refining.
-        sandbox_options: the REPL's limits (default: :class:`~sandbox.session.SandboxOptions`
+        sandbox_options: the REPL's limits (default: :class:`~sandbox.engine.session.SandboxOptions`
             with ``max_output_chars``).
         on_event: called with every event of the tree as it is recorded (the same dicts as in
             ``events``, ``kind`` included), for progress displays.
@@ -273,11 +273,11 @@ class RLM(dspy.Module):
             that comes before any code has read it.
         grounding: over such an input, check before any ``evaluator`` that the answer's numbers,
             names and quoted strings occur in the inputs or in what the cells printed from them
-            (:mod:`sandbox.grounding`).
+            (:mod:`sandbox.engine.grounding`).
         sub_call_cache: answers ``llm_query`` prompts asked before from a LangGraph store,
-            uncharged (:class:`sandbox.subcall_cache.SubCallCache`).
+            uncharged (:class:`sandbox.engine.subcall_cache.SubCallCache`).
         tracer_provider: where OpenTelemetry spans of the call tree go (default: the global
-            provider; :mod:`sandbox.tracing`).
+            provider; :mod:`sandbox.engine.tracing`).
 
     Raises:
         ValueError: a cap is not a positive integer, or a tool, input or output name clashes
@@ -307,7 +307,7 @@ class RLM(dspy.Module):
         self.verbose = verbose
         self.sub_lm = as_dspy_lm(sub_lm)
         self.sub_call_cache = sub_call_cache
-        self.tracer_provider = tracer_provider  # None: the global one (OpenTelemetry spans, see sandbox.tracing)
+        self.tracer_provider = tracer_provider  # None: the global one (OpenTelemetry spans, see sandbox.engine.tracing)
         self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)
         self._check_names()
@@ -748,7 +748,7 @@ class RLMSession:
 
     Each question (``session(query=...)`` or :meth:`ask`) is a turn: the REPL keeps the loaded
     inputs and every variable earlier turns made, and the root LM is told of those turns by a
-    short summary (:func:`sandbox.turns.summary`) in ``variables_info``, never their histories.
+    short summary (:func:`sandbox.engine.turns.summary`) in ``variables_info``, never their histories.
     It returns a ``dspy.Prediction`` as :meth:`RLM.forward` does, with ``usage`` and ``events``
     of that turn; :attr:`turns` records them all. Cells run in the module's restricted sandbox
     or on its ``interpreter_factory``'s interpreter. ``close()`` (or leaving a ``with`` block)

@@ -16,7 +16,7 @@ from dspy.primitives.repl_types import REPLVariable
 from dspy.primitives.sandbox_serializable import SandboxSerializable, build_repl_variable
 
 from rlm_dspy.code_interpreter_repl import CodeInterpreterREPL
-from sandbox.session import REPL
+from sandbox.engine.session import REPL
 
 
 def is_serializable(value: Any) -> bool:

@@ -1,11 +1,11 @@
-"""A LangChain chat model behind the runtime's :class:`~sandbox.lm.LMClient` protocol."""
+"""A LangChain chat model behind the runtime's :class:`~sandbox.lm.clients.LMClient` protocol."""
 
 from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sandbox.lm import Completion, LMClient, Messages, as_lm_client
+from sandbox.lm.clients import Completion, LMClient, Messages, as_lm_client
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

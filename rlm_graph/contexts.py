@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 from langgraph.store.base import BaseStore, GetOp, PutOp
 
-from sandbox.context import Context, check_context
+from sandbox.engine.context import Context, check_context
 
 NAMESPACE = ("rlm", "contexts")
 CHUNK_CHARS = 1 << 20  # one store item: about 1 MB of text (a PostgresStore row, a JSONB value)

@@ -16,7 +16,7 @@ checkpoint bytes per super-step do not grow with the iterations before it. Nodes
 return whole values; :func:`_as_deltas` turns them into the appended part (or an
 ``Overwrite`` where a value was replaced, e.g. an exchange dropped from the chat).
 
-Follow-up questions (:mod:`sandbox.turns`): with a checkpointer, an input with no ``context``
+Follow-up questions (:mod:`sandbox.engine.turns`): with a checkpointer, an input with no ``context``
 on a thread whose last question finished is the thread's next turn. It keeps the context, the
 REPL's variables and the logs of code and host calls; its chat starts afresh with a summary of
 the earlier turns. The finished turn's live REPL waits in the graph (:class:`_LiveRuntimes`, the
@@ -49,21 +49,15 @@ from opentelemetry.trace import TracerProvider
 
 from rlm_graph.chat_model import as_client
 from rlm_graph.contexts import HandedContexts, KeptContexts, get_context, put_context
-from sandbox import tracing
-from sandbox.aio import AsyncRunner
-from sandbox.budget import Budget, BudgetExceeded, Reservation, hold_last_call
-from sandbox.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
-from sandbox.context import Context, check_context, describe_context
-from sandbox.evaluator import Evaluation, Evaluator, as_evaluator
-from sandbox.grounding import SEEN_WHOLE_CHARS, GroundingCheck, premature_answer, reads_inputs
-from sandbox.lm import (
-    LMClient,
-    estimate_prompt_tokens,
-    is_context_window_error,
-    metered_completion,
-)
-from sandbox.parsing import Action, parse_reply, without_code_blocks
-from sandbox.prompts import (
+from sandbox.boundary.repl import CellResult, SandboxError
+from sandbox.engine import tracing
+from sandbox.engine.budget import Budget, BudgetExceeded, Reservation, hold_last_call
+from sandbox.engine.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
+from sandbox.engine.context import Context, check_context, describe_context
+from sandbox.engine.evaluator import Evaluation, Evaluator, as_evaluator
+from sandbox.engine.grounding import SEEN_WHOLE_CHARS, GroundingCheck, premature_answer, reads_inputs
+from sandbox.engine.parsing import Action, parse_reply, without_code_blocks
+from sandbox.engine.prompts import (
     EXAMPLE_VALUES,
     EXTRACT_SYSTEM_PROMPT,
     extract_request,
@@ -72,13 +66,19 @@ from sandbox.prompts import (
     repeated_failure_note,
     root_system_prompt,
 )
-from sandbox.refinement import RefinementState, decide, feedback_message
-from sandbox.replay import CallLog
-from sandbox.repl import CellResult, SandboxError
-from sandbox.session import SandboxOptions, Session, check_user_tools, format_cell
-from sandbox.subcall_cache import CachedLM, SubCallCache
-from sandbox.trajectory import Trajectory, preview
-from sandbox.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
+from sandbox.engine.refinement import RefinementState, decide, feedback_message
+from sandbox.engine.replay import CallLog
+from sandbox.engine.session import SandboxOptions, Session, check_user_tools, format_cell
+from sandbox.engine.subcall_cache import CachedLM, SubCallCache
+from sandbox.engine.trajectory import Trajectory, preview
+from sandbox.engine.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
+from sandbox.lm.aio import AsyncRunner
+from sandbox.lm.clients import (
+    LMClient,
+    estimate_prompt_tokens,
+    is_context_window_error,
+    metered_completion,
+)
 
 STATE_VERSION = 3  # 2: the growing logs are DeltaChannels, the context is in the store; 3: `trajectory` is `events`
 Review = Literal["code", "final"]
@@ -160,7 +160,7 @@ class RLMState(TypedDict, total=False):
     stop_reason: str | None
     iterations: int
     follow_up: bool
-    turns: list[dict[str, Any]]  # the thread's finished turns (sandbox.turns.Turn), this one last once done
+    turns: list[dict[str, Any]]  # the thread's finished turns (sandbox.engine.turns.Turn), this one last once done
     turn_open: bool  # a turn started and has not reached finalize (paused, or failed)
     turn_start: dict[str, Any]  # the ledger when this turn started
     variables_before: list[str]  # the REPL's names when this turn started
@@ -303,7 +303,7 @@ class RLMGraph(CompiledStateGraph):
 
     Follow-ups: with a checkpointer, ``{"query": ...}`` without ``context`` on a thread whose
     last question finished asks the thread's next question over the same context and REPL
-    (see :mod:`sandbox.turns`); ``context`` (or ``context_ref``) in the input starts the thread
+    (see :mod:`sandbox.engine.turns`); ``context`` (or ``context_ref``) in the input starts the thread
     over with a new REPL. The live REPL of each finished turn is kept for the next, for the
     ``keep_sessions`` most recent threads; :meth:`close_session` frees one thread's,
     :meth:`close` all of them (as happens when the graph is garbage-collected, and at interpreter
@@ -611,7 +611,7 @@ class _Engine:
         runtime.extract_hold = hold_last_call(runtime.budget)
 
     def _compact(self, runtime: _Runtime, state: RLMState, iteration: int) -> Command:
-        """The root's chat outgrew its window: its oldest steps become a summary (:mod:`sandbox.compaction`)."""
+        """The root's chat outgrew its window: its oldest steps become a summary (:mod:`sandbox.engine.compaction`)."""
         head, chat = state["messages"][:2], _chat_steps(state["messages"][2:])
         steps = [Step(said=step[0]["content"], output="\n\n".join(m["content"] for m in step[1:])) for step in chat]
         count = how_many_to_compact(steps)
@@ -1023,7 +1023,7 @@ def create_rlm_graph(
 
         - ``answer``: the ``FINAL`` value (any JSON value), or ``None`` when the run stopped
           without one.
-        - ``stop_reason`` (str): why it stopped, one of :data:`sandbox.stops.STOP_REASONS`:
+        - ``stop_reason`` (str): why it stopped, one of :data:`sandbox.engine.stops.STOP_REASONS`:
           ``"final"``, ``"accepted"``, ``"no_improvement"``, ``"max_refinements"`` (an answer
           settled on) or ``"max_iterations"``, a budget cap's name (``"max_llm_calls"``,
           ``"max_tokens"``, ``"max_cost_usd"``, ``"max_seconds"``), ``"context_window"`` (a
@@ -1032,15 +1032,15 @@ def create_rlm_graph(
         - ``usage`` (dict): what the call tree spent: ``iterations``, ``llm_calls``, ``tokens``,
           ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``seconds``.
         - ``events`` (dict): the event tree, ``{"query", "depth", "events": [...],
-          "children": [...]}`` (:meth:`sandbox.trajectory.Trajectory.to_dict`), a child RLM's
+          "children": [...]}`` (:meth:`sandbox.engine.trajectory.Trajectory.to_dict`), a child RLM's
           tree among ``children``; the same shape as the DSPy prediction's ``events``.
-        - ``turns`` (list of dict): the thread's finished questions (:class:`sandbox.turns.Turn`).
+        - ``turns`` (list of dict): the thread's finished questions (:class:`sandbox.engine.turns.Turn`).
 
     Stream Format:
         With ``stream_mode="custom"``, each event of the tree as it is recorded: the same dict
         as in ``events``, with ``kind`` (``"iteration"``, ``"lm_call"``, ``"cell"``,
         ``"sub_call"``, ``"rlm_query"``, ``"search"``, ``"evaluation"``, ``"compaction"``,
-        ``"budget"``, ``"final"``, ``"note"``; :data:`sandbox.trajectory.EVENT_KINDS`),
+        ``"budget"``, ``"final"``, ``"note"``; :data:`sandbox.engine.trajectory.EVENT_KINDS`),
         ``depth``, ``t`` (seconds since the run started) and the kind's own fields, e.g.
         ``{"kind": "cell", "depth": 0, "t": 1.2, "iteration": 1, "code": "...", "output": "...",
         "error": None, ...}``. A ``budget`` event's ``limit`` names the cap, as the
@@ -1068,22 +1068,22 @@ def create_rlm_graph(
             (``PostgresStore``, ``SqliteStore``) with the checkpointer.
         cache_sub_calls: answer an ``llm_query`` prompt asked before (same sub-model and
             settings) from the store, across runs and processes, uncharged
-            (:mod:`sandbox.subcall_cache`).
+            (:mod:`sandbox.engine.subcall_cache`).
         name: the compiled graph's name.
         max_iterations: the root loop's iteration cap; reaching it stops the run with
             ``stop_reason="max_iterations"``.
         root_max_tokens: the completion cap of one root LM call.
         api_base: the endpoint of string models (an OpenAI-compatible server).
         api_key: the key of string models.
-        sandbox_options: the REPL's limits (:class:`~sandbox.session.SandboxOptions`; its
+        sandbox_options: the REPL's limits (:class:`~sandbox.engine.session.SandboxOptions`; its
             defaults are every entry point's).
-        look_before_answer: over a context longer than ``sandbox.grounding.SEEN_WHOLE_CHARS``
+        look_before_answer: over a context longer than ``sandbox.engine.grounding.SEEN_WHOLE_CHARS``
             (1,000), refuse a ``FINAL`` that comes before any code has read it.
         grounding: over such a context, check before any ``evaluator`` that the answer's
             numbers, names and quoted strings occur in the context, the query or the REPL's
             outputs; a failed check goes back to the model as feedback.
         tracer_provider: where OpenTelemetry spans of the call tree go (default: the
-            application's global provider; :mod:`sandbox.tracing`).
+            application's global provider; :mod:`sandbox.engine.tracing`).
         budget_scope: for follow-up questions, ``"turn"`` gives each the budget's caps afresh,
             ``"session"`` makes them cover all the questions of a thread.
         keep_sessions: the live REPLs of this many most recent threads are kept for their

@@ -1,7 +1,7 @@
 """The shared RLM core: a restricted REPL in a worker process, host functions, budgets,
 LM clients, evaluators and the trajectory record. Both adapters build on this package.
 
-The names below are imported on first use (PEP 562), so that ``import sandbox.cli`` or one
+The names below are imported on first use (PEP 562), so that ``import sandbox.app.cli`` or one
 adapter pays only for the modules it runs, never for the others' frameworks.
 """
 
@@ -15,14 +15,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # What users of the core need. Plumbing (the bridge, the runner, reservations, the confinement
 # primitives, context checks) stays importable from its own module for those who build on it.
 _HOMES = {
-    "sandbox.budget": ("Budget", "BudgetExceeded", "SharedLedger"),
-    "sandbox.evaluator": ("CallableEvaluator", "Evaluation", "Evaluator", "LMJudge", "as_evaluator"),
-    "sandbox.lm": ("Completion", "LiteLLMClient", "LMClient"),
-    "sandbox.pg_ledger": ("PostgresLedger",),  # psycopg is imported on first use
-    "sandbox.repl": ("CellResult", "Sandbox", "SandboxError", "WorkerStartError"),
-    "sandbox.confine": ("ConfinementUnavailable",),
-    "sandbox.session": ("SandboxOptions",),
-    "sandbox.trajectory": ("Trajectory",),
+    "sandbox.engine.budget": ("Budget", "BudgetExceeded", "SharedLedger"),
+    "sandbox.engine.evaluator": ("CallableEvaluator", "Evaluation", "Evaluator", "LMJudge", "as_evaluator"),
+    "sandbox.lm.clients": ("Completion", "LiteLLMClient", "LMClient"),
+    "sandbox.engine.pg_ledger": ("PostgresLedger",),  # psycopg is imported on first use
+    "sandbox.boundary.repl": ("CellResult", "Sandbox", "SandboxError", "WorkerStartError"),
+    "sandbox.boundary.confine": ("ConfinementUnavailable",),
+    "sandbox.engine.session": ("SandboxOptions",),
+    "sandbox.engine.trajectory": ("Trajectory",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from sandbox import Budget, Completion, Trajectory
-from sandbox.aio import AsyncRunner
-from sandbox.bridge import HostFunctions
+from sandbox.engine.bridge import HostFunctions
+from sandbox.lm.aio import AsyncRunner
 
 
 class FakeLM:

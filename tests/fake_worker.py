@@ -1,5 +1,5 @@
 """Source for hand-written workers that speak the frame protocol, to test what the host does
-with a worker that lies or breaks it (monkeypatch ``sandbox.repl._BOOTSTRAP`` with it)."""
+with a worker that lies or breaks it (monkeypatch ``sandbox.boundary.repl.WORKER_PROGRAM`` with it)."""
 
 FRAME_IO = """
 import os, struct, json

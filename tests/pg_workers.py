@@ -25,8 +25,8 @@ from contextlib import ExitStack
 from typing import Any
 
 from sandbox import Budget, Completion, PostgresLedger, Trajectory
-from sandbox.aio import AsyncRunner
-from sandbox.bridge import HostFunctions
+from sandbox.engine.bridge import HostFunctions
+from sandbox.lm.aio import AsyncRunner
 
 QUERY = "What do the notes say?"
 
@@ -115,7 +115,7 @@ def ledger_draw(url: str, api_base: str, key: str, start_at: float) -> dict[str,
 
 
 def cached_queries(url: str, api_base: str, prompts: list[str]) -> dict[str, Any]:
-    from sandbox.subcall_cache import CachedLM, SubCallCache
+    from sandbox.engine.subcall_cache import CachedLM, SubCallCache
 
     runner = AsyncRunner()
     with ExitStack() as stack:

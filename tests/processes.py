@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandbox.local import SERVER_MODULE
+from sandbox.lm.local import SERVER_MODULE
 
 
 def llama_servers() -> set[int]:
-    """PIDs of running (not zombie) embedded-model servers (``python -m sandbox.llama_server``)."""
+    """PIDs of running (not zombie) embedded-model servers (``python -m sandbox.lm.llama_server``)."""
     pids = set()
     for entry in Path("/proc").iterdir():
         try:

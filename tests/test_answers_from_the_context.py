@@ -9,9 +9,9 @@ import pytest
 
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
-from sandbox.parsing import before_invented_turn, parse_reply
-from sandbox.prompts import EXAMPLE_VALUES, EXAMPLES, EXAMPLES_MARK, root_system_prompt
-from sandbox.repl import Sandbox
+from sandbox.boundary.repl import Sandbox
+from sandbox.engine.parsing import before_invented_turn, parse_reply
+from sandbox.engine.prompts import EXAMPLE_VALUES, EXAMPLES, EXAMPLES_MARK, root_system_prompt
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 from tests.test_rlm_graph import cell, script, upper_lm

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sandbox import Sandbox
-from sandbox.guards import Policy
+from sandbox.boundary.guards import Policy
 from tests.fake_worker import fake_worker
 
 ERROR_TEXT_BOUND = 4_200  # the README's 4,000 characters, plus the truncation notice
@@ -220,8 +220,8 @@ while True:
 
 
 def test_a_frame_nested_past_the_hosts_stack_is_a_crash_not_an_exception(monkeypatch):
-    from sandbox import repl
-    monkeypatch.setattr(repl, "_BOOTSTRAP", DEEP_FRAME_WORKER)
+    from sandbox.boundary import repl
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", DEEP_FRAME_WORKER)
     with Sandbox(confinement="none") as box:
         for _ in range(2):  # the bad bytes are not parsed again
             result = box.execute("1")
@@ -313,9 +313,9 @@ def test_attribute_error_does_not_carry_the_object_looked_at(sb):
 # -- 8. the host survives what a cell returns -------------------------------------------
 
 def test_host_refuses_a_result_nested_past_its_limit(monkeypatch):
-    from sandbox import repl
+    from sandbox.boundary import repl
     worker = DEEP_FRAME_WORKER.replace("b'[' * 100000 + b']' * 100000", "b'[' * 150 + b']' * 150")
-    monkeypatch.setattr(repl, "_BOOTSTRAP", worker)
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", worker)
     with Sandbox(confinement="none") as box:
         assert box.execute("1").limit == "crash"
 

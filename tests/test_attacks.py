@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from sandbox import Budget, Sandbox
-from sandbox.repl import LIMITS
+from sandbox.boundary.repl import LIMITS
 from tests.conftest import FakeLM
 
 ATTACKS_FILE = Path(os.environ.get("RLM_ATTACKS_FILE",

@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from benchmarks import long_context, ruler_tasks, tasks
-from benchmarks.long_context_report import Run, markdown_table, summarize, write
+from sandbox.app.bench import ruler_tasks, tasks
+from sandbox.app.bench import suite as long_context
+from sandbox.app.bench.results import Run, markdown_table, summarize, write
 
 OWN_TASKS = sorted(tasks.TASKS)
 needs_bench_extra = pytest.mark.skipif(bool(ruler_tasks.missing()),
@@ -179,9 +180,9 @@ def test_summary_reports_accuracy_spread_and_median_seconds(tmp_path):
 @pytest.mark.parametrize("engine", ["graph", "dspy"])
 def test_a_bench_run_reads_each_engines_result(engine):
     """The suite's runners read what the adapters return (answer, stop reason, the event tree)."""
-    from benchmarks.long_context import run_dspy, run_graph
-    from benchmarks.tasks import niah
-    from sandbox.cli import Endpoint
+    from sandbox.app.bench.suite import run_dspy, run_graph
+    from sandbox.app.bench.tasks import niah
+    from sandbox.app.cli import Endpoint
     from tests.scripted_openai import ScriptedOpenAI
 
     case = niah(1_024, seed=1)

@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from sandbox import cli
-from sandbox.local import LocalModelError, LocalModelServer, assemble_model
+from sandbox.app import cli
+from sandbox.lm.local import LocalModelError, LocalModelServer, assemble_model
 from tests.openai_stub import OpenAIStub
 
 
@@ -247,7 +247,7 @@ def _fake_parts(tmp_path, monkeypatch, chunks):
 def test_model_assembly_verifies_the_checksum(tmp_path, monkeypatch):
     import hashlib
 
-    import sandbox.local as local
+    import sandbox.lm.local as local
 
     parts = _fake_parts(tmp_path, monkeypatch, [b"abc", b"def"])
     monkeypatch.setattr(local, "MODEL_BYTES", 6)

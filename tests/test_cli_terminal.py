@@ -122,7 +122,7 @@ def document(tmp_path):
 def start_ask(terminal: Terminal, tmp_path: Path, stub: SlowStub, document: Path, *options: str) -> Path:
     """Type `rlm ask ...` (from a script, so the screen holds only what the program writes)."""
     trace = tmp_path / "trace.json"
-    command = [sys.executable, "-m", "sandbox.cli", "ask", "What comes first?", "--context", str(document),
+    command = [sys.executable, "-m", "sandbox.app.cli", "ask", "What comes first?", "--context", str(document),
                "--model", "openai/stub", "--api-base", stub.api_base, "--trace", str(trace), *options]
     script = tmp_path / "ask.sh"
     script.write_text(f"cd {shlex.quote(str(ROOT))}\nexport PYTHONPATH={shlex.quote(str(ROOT))}\n"

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sandbox import LiteLLMClient
-from sandbox.lm import default_api_key, is_refused, is_unlisted, price_usd
+from sandbox.lm.clients import default_api_key, is_refused, is_unlisted, price_usd
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 
@@ -42,7 +42,7 @@ def imported_after(code: str) -> set[str]:
 
 
 def test_importing_the_cli_imports_no_framework():
-    assert not {"litellm", "dspy", "langgraph", "bm25s"} & imported_after("import sandbox.cli")
+    assert not {"litellm", "dspy", "langgraph", "bm25s"} & imported_after("import sandbox.app.cli")
 
 
 def test_the_graph_adapter_does_not_import_dspy_or_litellm():

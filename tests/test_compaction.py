@@ -1,4 +1,4 @@
-"""Compaction of the root's history (the policy of both engines; see sandbox.compaction)."""
+"""Compaction of the root's history (the policy of both engines; see sandbox.engine.compaction)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from sandbox.budget import Budget, BudgetExceeded
-from sandbox.compaction import (
+from sandbox.engine.budget import Budget, BudgetExceeded
+from sandbox.engine.compaction import (
     COMPACTED_STEPS,
     STEP_CHARS,
     Step,
@@ -16,7 +16,7 @@ from sandbox.compaction import (
     how_many_to_compact,
     summary_text,
 )
-from sandbox.trajectory import Trajectory
+from sandbox.engine.trajectory import Trajectory
 from tests.conftest import FakeLM
 
 

@@ -1,4 +1,4 @@
-"""Real attacks against the OS-level confinement (sandbox/confine.py).
+"""Real attacks against the OS-level confinement (sandbox/boundary/confine.py).
 
 Every attack runs as plain, unrestricted Python -- real ``os``, ``socket``,
 ``ctypes``, raw ``syscall(2)`` -- through ``run_confined``, and must fail *because
@@ -10,8 +10,8 @@ to its own uid) and ``user`` (an ordinary user: when the tests run as root a
 temporary user is created with ``useradd`` and the attack runs as that user through
 ``/usr/bin/python3``; otherwise the tests' own user). Both go through a *runner*
 process that starts with a secret in its environment, owns the victim processes,
-and calls ``sandbox.confine.run_confined`` from a bare ``sandbox`` package, as the
-worker does.
+and calls ``confine.run_confined`` from the bare ``boundary`` package, loaded as a worker
+loads it.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS-level confinement is Linux-only")
 
 if sys.platform.startswith("linux"):
-    from sandbox import confine as confine_mod
+    from sandbox.boundary import confine as confine_mod
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DIR = str(REPO / "sandbox")
+PACKAGE_DIR = str(REPO / "sandbox" / "boundary")
 SECRET = "rlm-secret-" + uuid.uuid4().hex
 EPERM, EACCES = 1, 13
 USER_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
@@ -50,11 +50,11 @@ spec = json.loads(sys.stdin.read())
 for entry in spec["sys_path"]:
     if entry not in sys.path:
         sys.path.append(entry)
-pkg = types.ModuleType("sandbox"); pkg.__path__ = [spec["package_dir"]]; sys.modules["sandbox"] = pkg
-from sandbox.confine import confine, run_confined
-SLEEPER = ("import sys, types; pkg = types.ModuleType('sandbox'); pkg.__path__ = [sys.argv[1]]; "
-           "sys.modules['sandbox'] = pkg; sys.path += sys.argv[2].split(':'); import time; "
-           "from sandbox.confine import confine; confine(memory_limit_mb=256); print('ready', flush=True); "
+pkg = types.ModuleType("boundary"); pkg.__path__ = [spec["package_dir"]]; sys.modules["boundary"] = pkg
+from boundary.confine import confine, run_confined
+SLEEPER = ("import sys, types; pkg = types.ModuleType('boundary'); pkg.__path__ = [sys.argv[1]]; "
+           "sys.modules['boundary'] = pkg; sys.path += sys.argv[2].split(':'); import time; "
+           "from boundary.confine import confine; confine(memory_limit_mb=256); print('ready', flush=True); "
            "time.sleep(60)")
 
 

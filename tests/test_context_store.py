@@ -1,4 +1,4 @@
-"""Contexts in LangGraph's store (rlm_graph.contexts) and the context check (sandbox.context)."""
+"""Contexts in LangGraph's store (rlm_graph.contexts) and the context check (sandbox.engine.context)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 
 from rlm_graph.contexts import CHUNK_CHARS, KeptContexts, context_ref, delete_context, get_context, put_context
-from sandbox.context import check_context, describe_context
+from sandbox.engine.context import check_context, describe_context
 
 
 @pytest.mark.parametrize("context", ["", "short", "é" * 10, "x" * (2 * CHUNK_CHARS + 5), [], ["a", "b"], [""]])

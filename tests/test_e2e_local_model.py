@@ -16,10 +16,10 @@ from cookbook.demo import NEEDLE, long_document
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Budget, LiteLLMClient, LMJudge, Trajectory
-from sandbox.aio import AsyncRunner
-from sandbox.bridge import HostFunctions
-from sandbox import cli
-from sandbox.local import LocalModelServer
+from sandbox.app import cli
+from sandbox.engine.bridge import HostFunctions
+from sandbox.lm.aio import AsyncRunner
+from sandbox.lm.local import LocalModelServer
 from tests.processes import llama_servers
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def test_the_server_dies_with_its_parent(tmp_path):
 
     root = str(Path(__file__).resolve().parents[1])
     program = (f"import sys, time; sys.path.insert(0, {root!r})\n"
-               "from sandbox.local import LocalModelServer\n"
+               "from sandbox.lm.local import LocalModelServer\n"
                "server = LocalModelServer().start()\n"
                "print(server._box['proc'].pid, flush=True)\n"
                "time.sleep(600)\n")

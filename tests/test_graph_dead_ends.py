@@ -15,10 +15,10 @@ from langgraph.types import Command
 from cookbook.demo import long_document
 from rlm_graph import create_rlm_graph
 from sandbox import Budget, BudgetExceeded, Completion, LiteLLMClient
-from sandbox.budget import hold_last_call
-from sandbox.lm import metered_completion
-from sandbox.parsing import code_from_field, parse_reply
-from sandbox.prompts import EXAMPLES_MARK, root_system_prompt
+from sandbox.engine.budget import hold_last_call
+from sandbox.engine.parsing import code_from_field, parse_reply
+from sandbox.engine.prompts import EXAMPLES_MARK, root_system_prompt
+from sandbox.lm.clients import metered_completion
 from tests.conftest import FakeLM
 from tests.test_rlm_graph import cell, script, thread, upper_lm
 
@@ -324,7 +324,7 @@ HARD_QUESTION = "How many sentences mention the word vendor, and which project h
 
 @pytest.fixture(scope="module")
 def server():
-    from sandbox.local import LocalModelServer
+    from sandbox.lm.local import LocalModelServer
 
     with LocalModelServer() as running:
         yield running

@@ -8,7 +8,7 @@ import pytest
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Evaluation
-from sandbox.grounding import GroundingCheck, load_bearing_tokens, reads_inputs
+from sandbox.engine.grounding import GroundingCheck, load_bearing_tokens, reads_inputs
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 from tests.test_rlm_graph import cell, script, upper_lm
@@ -182,7 +182,7 @@ def test_an_answer_a_sub_call_read_from_the_context_may_come_in_the_same_cell():
 
 
 def test_a_long_context_is_checked_window_by_window_without_a_copy(monkeypatch):
-    import sandbox.grounding as grounding
+    import sandbox.engine.grounding as grounding
 
     monkeypatch.setattr(grounding, "WINDOW_CHARS", 64)  # many cuts, some through the tokens
     filler = "lorem ipsum dolor sit amet " * 40

@@ -15,12 +15,12 @@ from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreter
 from rlm_dspy import RLM, RestrictedPythonInterpreter
 from rlm_graph import create_rlm_graph
 from sandbox import Budget, CellResult, Completion, LiteLLMClient, Sandbox, Trajectory
-from sandbox.bridge import DEFAULT_MAX_PROMPT_CHARS
-from sandbox.outbound import plain_problem
-from sandbox.session import SandboxOptions, Session
+from sandbox.boundary.outbound import plain_problem
+from sandbox.engine.bridge import DEFAULT_MAX_PROMPT_CHARS
+from sandbox.engine.session import SandboxOptions, Session
 from tests.conftest import FakeLM
-from tests.fake_worker import fake_worker
 from tests.dspy_lms import script_lm, text_lm
+from tests.fake_worker import fake_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAJECTORY_BOUND = 100_000  # bytes of trajectory JSON no hostile cell may exceed
@@ -81,8 +81,8 @@ def test_the_window_comes_from_litellms_local_model_map(make_host_functions):
 
 
 def test_litellm_is_not_imported_for_a_client_that_is_not_a_litellm_model():
-    code = ("import sys\nfrom sandbox import Budget, Trajectory\nfrom sandbox.aio import AsyncRunner\n"
-            "from sandbox.bridge import HostFunctions\n"
+    code = ("import sys\nfrom sandbox import Budget, Trajectory\nfrom sandbox.lm.aio import AsyncRunner\n"
+            "from sandbox.engine.bridge import HostFunctions\n"
             "from tests.conftest import FakeLM\nr = AsyncRunner()\n"
             "h = HostFunctions(lm=FakeLM(), budget=Budget(), trajectory=Trajectory('q'), runner=r)\n"
             "assert h.prompt_limit.chars == 400_000\nr.close()\nassert 'litellm' not in sys.modules\n")
@@ -287,8 +287,8 @@ while True:
 def lying_worker(monkeypatch):
     """A worker that answers FINAL('DEEP') with a 150-deep list and FINAL('HUGE') with 2 MB, checking
     nothing, as one the policy lost could; any other cell answers 'done'."""
-    from sandbox import repl
-    monkeypatch.setattr(repl, "_BOOTSTRAP", LYING_WORKER)
+    from sandbox.boundary import repl
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", LYING_WORKER)
 
 
 @pytest.mark.parametrize("marker", ["DEEP", "HUGE"])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sandbox.llama_server import BoundReplies, bounded_request
+from sandbox.lm.llama_server import BoundReplies, bounded_request
 
 
 @pytest.mark.parametrize(("body", "sent"), [

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from sandbox import Budget, Trajectory
-from sandbox.bridge import parse_answer
-from sandbox.chunks import chunk_spans
-from sandbox.session import Session
+from sandbox.engine.bridge import parse_answer
+from sandbox.engine.chunks import chunk_spans
+from sandbox.engine.session import Session
 from tests.conftest import FakeLM
 
 RECORDS = "\n".join(f"record {i}: label={'refund' if i % 3 == 0 else 'billing'}" for i in range(300))
@@ -87,7 +87,7 @@ def test_argument_errors_reach_the_cell(session, call, message):
 
 
 def test_the_guide_offers_llm_map_over_the_searched_variable():
-    from sandbox.prompts import repl_guide
+    from sandbox.engine.prompts import repl_guide
 
     assert "consecutive chunks of `document`" in repl_guide(max_output_chars=100, can_recurse=False,
                                                             searched="document")

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from sandbox import Budget, LiteLLMClient, Sandbox, Trajectory
-from sandbox.aio import AsyncRunner
-from sandbox.bridge import HostFunctions
-from sandbox.lm import as_lm_client
-from sandbox.lm import estimate_prompt_tokens, metered_completion
+from sandbox.engine.bridge import HostFunctions
+from sandbox.lm.aio import AsyncRunner
+from sandbox.lm.clients import as_lm_client
+from sandbox.lm.clients import estimate_prompt_tokens, metered_completion
 from tests.openai_stub import OpenAIStub
 
 KEY = "sk-testkey-0123456789abcdef"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import sandbox.local as local
 from sandbox import LiteLLMClient
-from sandbox.lm import as_lm_client
-from sandbox.lm import PLACEHOLDER_API_KEY
-from sandbox.local import ALIAS, LocalModelError, local_endpoint, model_assembled, served_at, warm_endpoint
+from sandbox.lm.clients import PLACEHOLDER_API_KEY
+from sandbox.lm.clients import as_lm_client
+from sandbox.lm.local import ALIAS, LocalModelError, local_endpoint, model_assembled, served_at, warm_endpoint
+import sandbox.lm.local as local
 from tests.openai_stub import OpenAIStub
 from tests.processes import llama_servers
 
@@ -200,14 +200,8 @@ def test_rlm_dspy_takes_local_as_its_sub_lm(monkeypatch):
     assert sub.model == f"openai/{ALIAS}" and sub.kwargs["api_base"] == "http://127.0.0.1:9/v1"
 
 
-def test_python_m_sandbox_local_is_rlm_serve():
-    out = subprocess.run([sys.executable, "-m", "sandbox.local", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.startswith("usage: rlm serve") and "--port" in out.stdout
-
-
 def test_serve_refuses_a_port_it_already_serves(warm, capsys):
-    from sandbox import cli
+    from sandbox.app import cli
 
     assert cli.main(["serve", "--port", str(warm.port)]) == 2
     assert f"already served at http://127.0.0.1:{warm.port}/v1" in capsys.readouterr().err
@@ -220,7 +214,7 @@ def test_serve_refuses_a_port_it_already_serves(warm, capsys):
 def test_rlm_serve_is_reused_by_python_and_rlm_ask_and_stops_on_sigterm(tmp_path):
     port = local.free_loopback_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RLM_LOCAL_PORT": str(port)}
-    serve = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+    serve = subprocess.Popen([sys.executable, "-m", "sandbox.app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -232,7 +226,7 @@ def test_rlm_serve_is_reused_by_python_and_rlm_ask_and_stops_on_sigterm(tmp_path
         endpoint = local_endpoint(port=port)  # Python: the warm one, no server of its own
         assert endpoint.api_base == f"http://127.0.0.1:{port}/v1" and local._process_server is None
         client = LiteLLMClient(endpoint.model, api_base=endpoint.api_base, api_key=endpoint.api_key)
-        from sandbox.aio import AsyncRunner
+        from sandbox.lm.aio import AsyncRunner
 
         runner = AsyncRunner()
         try:
@@ -242,7 +236,7 @@ def test_rlm_serve_is_reused_by_python_and_rlm_ask_and_stops_on_sigterm(tmp_path
 
         document = tmp_path / "doc.txt"
         document.write_text("The launch code is 7291.\n" * 20)
-        ask = subprocess.Popen([sys.executable, "-m", "sandbox.cli", "ask", "What is the launch code?", "--context",
+        ask = subprocess.Popen([sys.executable, "-m", "sandbox.app.cli", "ask", "What is the launch code?", "--context",
                                 str(document), "--budget", "max_llm_calls=1", "--json"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen = set()

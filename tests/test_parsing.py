@@ -1,10 +1,10 @@
-"""Reading the root LM's reply (sandbox.parsing), case by case."""
+"""Reading the root LM's reply (sandbox.engine.parsing), case by case."""
 
 from __future__ import annotations
 
 import pytest
 
-from sandbox.parsing import Action, before_invented_turn, code_from_field, parse_reply, without_code_blocks
+from sandbox.engine.parsing import Action, before_invented_turn, code_from_field, parse_reply, without_code_blocks
 
 FENCE = "```"
 

@@ -206,7 +206,7 @@ def test_a_graph_with_cache_sub_calls_answers_a_repeated_prompt_from_the_store()
 
 def test_a_router_with_a_failing_endpoint_still_answers():
     from rlm_graph import create_rlm_graph
-    from sandbox.router import RouterClient
+    from sandbox.lm.router import RouterClient
 
     with ScriptedOpenAI([cell("FINAL(llm_query('ping'))")]) as good:
         router = fallback_router(good.api_base)
@@ -220,8 +220,8 @@ def test_a_router_with_a_failing_endpoint_still_answers():
 def test_a_single_group_router_is_accepted_as_a_model():
     import litellm
 
-    from sandbox.lm import as_lm_client
-    from sandbox.router import RouterClient
+    from sandbox.lm.clients import as_lm_client
+    from sandbox.lm.router import RouterClient
 
     router = litellm.Router(model_list=[{"model_name": "g", "litellm_params": {"model": "openai/gpt-4o-mini"}}])
     client = as_lm_client(router)

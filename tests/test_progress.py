@@ -7,7 +7,7 @@ import re
 import threading
 import time
 
-from sandbox.progress import CLEAR_LINE, CODE_LINES, ProgressDisplay
+from sandbox.app.progress import CLEAR_LINE, CODE_LINES, ProgressDisplay
 
 
 class Terminal(io.StringIO):

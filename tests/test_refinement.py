@@ -1,11 +1,11 @@
-"""The evaluator-checkpoint policy (sandbox.refinement): accept, refine, or stop with the best answer."""
+"""The evaluator-checkpoint policy (sandbox.engine.refinement): accept, refine, or stop with the best answer."""
 
 from __future__ import annotations
 
 import pytest
 
-from sandbox.evaluator import Evaluation
-from sandbox.refinement import RefinementState, decide, feedback_message
+from sandbox.engine.evaluator import Evaluation
+from sandbox.engine.refinement import RefinementState, decide, feedback_message
 
 
 def run(scores_and_passes, *, max_refinements=2, min_gain=0.01):

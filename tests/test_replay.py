@@ -1,11 +1,11 @@
-"""The call log (sandbox.replay): a rebuilt REPL's host calls are answered from the log while they match."""
+"""The call log (sandbox.engine.replay): a rebuilt REPL's host calls are answered from the log while they match."""
 
 from __future__ import annotations
 
 import pytest
 
-from sandbox.budget import BudgetExceeded
-from sandbox.replay import CallLog, call_key
+from sandbox.engine.budget import BudgetExceeded
+from sandbox.engine.replay import CallLog, call_key
 
 
 class Live:

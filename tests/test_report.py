@@ -1,4 +1,4 @@
-"""The trajectory report (sandbox.report): every input shape, every event kind, nesting, escaping,
+"""The trajectory report (sandbox.app.report): every input shape, every event kind, nesting, escaping,
 clear errors, and the page itself in headless Chromium (it renders, it expands, nothing comes from
 the network). Chromium is driven over the DevTools protocol on a pipe: no driver, no port."""
 
@@ -25,8 +25,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
-from sandbox import Evaluation, Trajectory, cli, report
-from sandbox.trajectory import EVENT_KINDS
+from sandbox import Evaluation, Trajectory
+from sandbox.app import cli, report
+from sandbox.engine.trajectory import EVENT_KINDS
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 from tests.openai_stub import OpenAIStub
@@ -87,7 +88,7 @@ def kinds_trajectory() -> Trajectory:
                        "checkpoint": "evaluator", "decision": "refine", "reason": "refine"},
         "final": {"answer": f"answer {EVIL}", "stop_reason": "max_tokens", "iteration": 1},
     }
-    assert set(samples) == EVENT_KINDS, "a new event kind: give it a sample here and a renderer in sandbox.report"
+    assert set(samples) == EVENT_KINDS, "a new event kind: give it a sample here and a renderer in sandbox.app.report"
     child = None
     for kind, fields in samples.items():
         if kind == "rlm_query":

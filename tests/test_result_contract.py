@@ -16,11 +16,11 @@ from rlm_dspy import RLM, RestrictedPythonInterpreter
 from rlm_dspy.interpreter import DSPY_OUTPUT_CHARS
 from rlm_graph import create_rlm_graph
 from sandbox import Budget
-from sandbox.repl import Sandbox
-from sandbox.report import render_report
-from sandbox.session import SandboxOptions
-from sandbox.stops import COMPLETE_STOPS, STOP_REASONS
-from sandbox.trajectory import EVENT_KINDS
+from sandbox.app.report import render_report
+from sandbox.boundary.repl import Sandbox
+from sandbox.engine.session import SandboxOptions
+from sandbox.engine.stops import COMPLETE_STOPS, STOP_REASONS
+from sandbox.engine.trajectory import EVENT_KINDS
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 
@@ -102,7 +102,7 @@ def test_a_per_rlm_sub_call_cap_has_its_own_limit_name():
 
 
 def _literals(pattern: str) -> set[str]:
-    sources = [*ROOT.glob("sandbox/*.py"), *ROOT.glob("rlm_graph/*.py"), *ROOT.glob("rlm_dspy/*.py")]
+    sources = [*ROOT.glob("sandbox/**/*.py"), *ROOT.glob("rlm_graph/*.py"), *ROOT.glob("rlm_dspy/*.py")]
     return {name for path in sources for name in re.findall(pattern, path.read_text())}
 
 

@@ -267,7 +267,7 @@ def test_wall_clock_cuts_a_pending_root_call():
 def test_an_overlong_history_is_compacted_into_a_summary_and_goes_on():
     from dspy.utils.exceptions import ContextWindowExceededError
 
-    from sandbox.compaction import COMPACT_SYSTEM_PROMPT
+    from sandbox.engine.compaction import COMPACT_SYSTEM_PROMPT
 
     histories = []
 
@@ -353,7 +353,7 @@ def test_a_router_serves_the_root_and_the_sub_calls_through_its_fallback():
 def test_the_sub_call_cache_answers_a_repeated_prompt_uncharged_across_runs():
     from langgraph.store.memory import InMemoryStore
 
-    from sandbox.subcall_cache import SubCallCache
+    from sandbox.engine.subcall_cache import SubCallCache
 
     sub = text_lm(str.upper)
     rlm = RLM("context -> answer", sub_lm=sub, grounding=False, sub_call_cache=SubCallCache(InMemoryStore()))

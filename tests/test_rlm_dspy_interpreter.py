@@ -10,7 +10,7 @@ from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreter
 from dspy.utils.callback import BaseCallback
 
 from rlm_dspy import RestrictedPythonInterpreter
-from sandbox.repl import Sandbox
+from sandbox.boundary.repl import Sandbox
 from tests.dspy_lms import script_lm, text_lm
 
 
@@ -67,7 +67,7 @@ def test_limits_are_recoverable_errors():
 
 
 def test_start_failure_is_an_interpreter_error(monkeypatch):
-    import sandbox.repl as repl
+    import sandbox.boundary.repl as repl
 
     monkeypatch.setattr(repl.sys, "executable", "/nonexistent/python")
     with pytest.raises(CodeInterpreterError, match="could not start"):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-import sandbox.repl as repl
 from sandbox import Budget, BudgetExceeded, Sandbox, SandboxError, WorkerStartError
+import sandbox.boundary.repl as repl
 from tests.fake_worker import fake_worker
 
 
@@ -258,7 +258,7 @@ def test_forgotten_sandbox_is_cleaned_up():
 
 
 def test_worker_start_failure_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(repl, "_BOOTSTRAP", "import sys; sys.stderr.write('boom at start'); sys.exit(3)")
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", "import sys; sys.stderr.write('boom at start'); sys.exit(3)")
     with pytest.raises(WorkerStartError, match="boom at start"):
         Sandbox()
     monkeypatch.setattr(repl.sys, "executable", "/nonexistent/python")
@@ -273,7 +273,7 @@ os.write(1, struct.pack('>I', 9) + b'not json!')
 
 
 def test_malformed_frame_kills_the_worker(monkeypatch):
-    monkeypatch.setattr(repl, "_BOOTSTRAP", MALICIOUS_WORKER)
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", MALICIOUS_WORKER)
     with Sandbox() as sb:
         pid = sb.pid
         result = sb.execute("1")
@@ -282,7 +282,7 @@ def test_malformed_frame_kills_the_worker(monkeypatch):
 
 
 def test_oversized_frame_is_refused_before_allocation(monkeypatch):
-    monkeypatch.setattr(repl, "_BOOTSTRAP", MALICIOUS_WORKER.replace(
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", MALICIOUS_WORKER.replace(
         "os.write(1, struct.pack('>I', 9) + b'not json!')", "os.write(1, struct.pack('>I', 2**32 - 1))"))
     with Sandbox() as sb:
         assert sb.execute("1").limit == "crash"

@@ -19,10 +19,10 @@ from dspy.primitives.local_interpreter import LocalInterpreter
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Budget, Trajectory
-from sandbox.bridge import SEARCH_EVENTS_PER_CELL
-from sandbox.prompts import repl_guide
-from sandbox.search import MAX_K, OVERLAP_CHARS, PASSAGE_CHARS, PassageIndex, passage_spans
-from sandbox.session import Session
+from sandbox.engine.bridge import SEARCH_EVENTS_PER_CELL
+from sandbox.engine.prompts import repl_guide
+from sandbox.engine.search import MAX_K, OVERLAP_CHARS, PASSAGE_CHARS, PassageIndex, passage_spans
+from sandbox.engine.session import Session
 from tests.conftest import FakeLM
 from tests.dspy_lms import script_lm, text_lm
 

@@ -1,4 +1,4 @@
-"""Multi-turn sessions (sandbox.turns): follow-up questions over one loaded context and REPL, both adapters."""
+"""Multi-turn sessions (sandbox.engine.turns): follow-up questions over one loaded context and REPL, both adapters."""
 
 from __future__ import annotations
 

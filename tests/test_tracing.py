@@ -1,4 +1,4 @@
-"""OpenTelemetry spans of a run's whole call tree (sandbox.tracing), the same tree from both adapters."""
+"""OpenTelemetry spans of a run's whole call tree (sandbox.engine.tracing), the same tree from both adapters."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
-from sandbox import Budget, Completion, tracing
-from sandbox.session import SandboxOptions
+from sandbox import Budget, Completion
+from sandbox.engine import tracing
+from sandbox.engine.session import SandboxOptions
 from tests.conftest import FakeLM
 from tests.dspy_lms import fields, function_lm, text_lm
 from tests.test_rlm_graph import cell, script, thread, upper_lm

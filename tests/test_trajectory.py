@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sandbox import Trajectory
-from sandbox.trajectory import preview
+from sandbox.engine.trajectory import preview
 
 
 def test_events_children_and_listeners():
