@@ -43,19 +43,19 @@ from rlm_dspy.lm import (
     resolve_lm,
 )
 from sandbox.boundary.repl import CellResult
-from sandbox.engine import tracing
-from sandbox.engine.budget import Budget, BudgetExceeded, Reservation, hold_last_call
-from sandbox.engine.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
+from sandbox.engine.bridge import ChildRunner
+from sandbox.engine.budget import Budget, BudgetExceeded, Reservation, run_limits
+from sandbox.engine.compaction import COMPACTED_STEPS, Step
 from sandbox.engine.evaluator import Evaluation, as_evaluator, to_evaluation
 from sandbox.engine.grounding import GroundingCheck, premature_answer, reads_inputs
 from sandbox.engine.parsing import code_from_field, parse_reply
 from sandbox.engine.prompts import repl_guide
-from sandbox.engine.refinement import RefinementState, decide, feedback_message
+from sandbox.engine.refinement import RefinementState, feedback_message
+from sandbox.engine.run import Run, RunLink, cap_of
 from sandbox.engine.session import REPL_NAMES, REPLFactory, SandboxOptions, Session
 from sandbox.engine.subcall_cache import CachedLM, SubCallCache
 from sandbox.engine.trajectory import Trajectory, preview
 from sandbox.engine.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
-from sandbox.lm.aio import AsyncRunner
 from sandbox.lm.clients import is_context_window_error
 
 logger = logging.getLogger(__name__)
@@ -113,43 +113,40 @@ class _Evaluate:
     outputs: dict[str, Any]
 
 
-class _Run:
-    """Everything one forward call holds while it runs; closed at the end.
+class _Run(Run):
+    """Everything one forward call holds while it runs (the engine's :class:`~sandbox.engine.run.Run`,
+    with the module and inputs it answers); closed at the end.
 
     ``interpreter`` is ``None`` for the restricted sandbox, else the ``CodeInterpreter`` the
     cells run on (shut down at the end when ``owned``); ``child_factory`` makes the
     interpreters of ``rlm_query`` children (``None``: the restricted sandbox).
     """
 
-    def __init__(self, module: RLM, inputs: dict[str, Any], *, budget: Budget, trajectory: Trajectory,
-                 runner: AsyncRunner, depth: int, owns_runner: bool, interpreter: CodeInterpreter | None = None,
-                 owned: bool = True, child_factory: InterpreterFactory | None = None):
-        self.module, self.inputs, self.budget, self.trajectory = module, inputs, budget, trajectory
-        self.runner, self.depth, self.owns_runner = runner, depth, owns_runner
-        self.child_factory = child_factory
+    def __init__(self, module: RLM, inputs: dict[str, Any], *, link: RunLink, depth: int,
+                 interpreter: CodeInterpreter | None = None, owned: bool = True,
+                 child_factory: InterpreterFactory | None = None):
+        self.module, self.inputs, self.depth, self.child_factory = module, inputs, depth, child_factory
         self.summary = ""  # of the earlier turns of an RLMSession, for the root LM
         self.rules = None if interpreter is None else _execution_instructions(interpreter, child_factory if owned else None)
         # No sub-LM configured is the cell's problem, not the run's: llm_query answers with the error.
         sub_lm = DSPyLMClient(module.sub_lm if module.sub_lm is not None else dspy.settings.lm)
         if module.sub_call_cache is not None:
             sub_lm = CachedLM(sub_lm, module.sub_call_cache)
-        # One call is held for `extract` from the start (where the caps leave room for it), so the
-        # run can end with typed outputs without ever passing the budget's caps.
-        self.extract_hold = hold_last_call(budget)
         regular = {name: value for name, value in inputs.items() if not serializable.is_serializable(value)}
         self.searched = _searched_input(regular)
-        self._start_spans()
+        repl_factory = self._repl_factory(interpreter, owned, link.budget)
+
+        def open_session(run_child: ChildRunner) -> Session:
+            return Session(variables=regular, sub_lm=sub_lm, budget=link.budget, trajectory=link.trajectory,
+                           runner=link.runner, depth=depth, tools=module.tool_functions(), run_child=run_child,
+                           options=module.sandbox_options, submit_fields=list(module.signature.output_fields),
+                           max_sub_calls=module.max_llm_calls, repl_factory=repl_factory,
+                           search_over=self.searched or "context")
+
         try:
-            self.session = Session(variables=regular, sub_lm=sub_lm, budget=budget, trajectory=trajectory,
-                                   runner=runner, depth=depth, tools=module.tool_functions(),
-                                   run_child=self.run_child, options=module.sandbox_options,
-                                   submit_fields=list(module.signature.output_fields),
-                                   max_sub_calls=module.max_llm_calls,
-                                   repl_factory=self._repl_factory(interpreter, owned),
-                                   search_over=self.searched or "context")
+            super().__init__(link, open_session, start_child=self._start_child, engine="dspy",
+                             root_model=_root_model(module), tracer_provider=module.tracer_provider)
         except BaseException:
-            tracing.end_run(trajectory)
-            budget.cancel(self.extract_hold, dispatched=False)  # a child shares its parent's ledger
             if interpreter is not None and owned:
                 interpreter.shutdown()  # idempotent by DSPy's contract; the Session may have closed it
             raise
@@ -166,37 +163,22 @@ class _Run:
             if serializable.is_serializable(value):
                 serializable.load(self.session.repl, name, value)
 
-    def begin_turn(self, inputs: dict[str, Any], *, trajectory: Trajectory, usage: dict[str, Any],
-                   earlier: str) -> None:
+    def next_question(self, inputs: dict[str, Any], *, trajectory: Trajectory, usage: dict[str, Any],
+                      earlier: str) -> None:
         """Start the next question of an RLMSession: ``inputs`` are all of its inputs (the session's
         and the question's), ``usage`` what the ledger reads now, ``earlier`` the summary of the turns before."""
-        self.inputs, self.trajectory, self.summary = inputs, trajectory, earlier
-        self.budget.restore(usage)
-        self.session.begin_turn(trajectory)
-        self._start_spans()
-        self.extract_hold = hold_last_call(self.budget)
+        self.inputs, self.summary = inputs, earlier
+        self.spans["root_model"] = _root_model(self.module)  # the root LM may differ per question
+        self.begin_turn(trajectory, usage)
 
-    def _start_spans(self) -> None:
-        """Open this run's (or turn's) run span, named after the root LM."""
-        lm = getattr(self.module.generate_action, "lm", None) or dspy.settings.lm  # a replaced predictor may have no .lm
-        tracing.start_run(self.trajectory, engine="dspy", tracer_provider=self.module.tracer_provider,
-                          root_model=getattr(lm, "model", None))
-
-    def end_turn(self) -> None:
-        """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
-        if self.extract_hold is not None:
-            self.budget.cancel(self.extract_hold, dispatched=False)
-            self.extract_hold = None
-        tracing.end_run(self.trajectory)
-
-    def _repl_factory(self, interpreter: CodeInterpreter | None, owned: bool) -> REPLFactory | None:
+    def _repl_factory(self, interpreter: CodeInterpreter | None, owned: bool, budget: Budget) -> REPLFactory | None:
         if interpreter is None:
             return None
         fields = self.module.output_fields_info()
         return lambda tools, _submit_fields: CodeInterpreterREPL(interpreter, tools=tools, output_fields=fields,
-                                                                owned=owned, budget=self.budget)
+                                                                owned=owned, budget=budget)
 
-    def run_child(self, query: str, context: str, depth: int, trajectory: Trajectory) -> str:
+    def _start_child(self, query: str, context: str, depth: int, link: RunLink) -> tuple[Any, str]:
         child = RLM("context, query -> answer", max_iters=self.module.max_iters,
                     max_llm_calls=self.module.max_llm_calls, max_output_chars=self.module.max_output_chars,
                     tools=list(self.module.tools.values()), sub_lm=self.module.sub_lm,
@@ -204,18 +186,10 @@ class _Run:
         child.generate_action.lm = getattr(self.module.generate_action, "lm", None)
         child.extract.lm = getattr(self.module.extract, "lm", None)
         interpreter = None if self.child_factory is None else _make_interpreter(self.child_factory)
-        run = _Run(child, {"context": context, "query": query}, budget=self.budget, trajectory=trajectory,
-                   runner=self.runner, depth=depth, owns_runner=False, interpreter=interpreter,
+        run = _Run(child, {"context": context, "query": query}, link=link, depth=depth, interpreter=interpreter,
                    child_factory=self.child_factory)
-        return str(child._drive_sync(run).answer)
-
-    def close(self) -> None:
-        self.end_turn()
-        try:
-            self.session.close()
-        finally:
-            if self.owns_runner:
-                self.runner.close()
+        prediction = child._drive_sync(run)
+        return prediction.answer, prediction.stop_reason
 
 
 class RLM(dspy.Module):
@@ -301,8 +275,7 @@ class RLM(dspy.Module):
                             ("max_output_chars", max_output_chars)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if budget is not None and not isinstance(budget, Budget):
-            raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+        self.budget_limits = run_limits(budget, max_depth)  # plain data: each call gets its own ledger
         self.max_iters, self.max_llm_calls, self.max_output_chars = max_iters, max_llm_calls, max_output_chars
         self.verbose = verbose
         self.sub_lm = as_dspy_lm(sub_lm)
@@ -311,10 +284,6 @@ class RLM(dspy.Module):
         self._interpreter_factory = interpreter_factory  # dspy.RLM's attribute name
         self.tools = _normalize_tools(tools)
         self._check_names()
-        limits = (budget or Budget()).limits()
-        if max_depth is not None:
-            limits["max_depth"] = max_depth
-        self.budget_limits = limits  # plain data: each call gets its own ledger
         self.evaluator = evaluator
         self.on_event = on_event  # called with every trajectory event of a run (for progress displays)
         self.max_refinements, self.min_gain = max_refinements, min_gain
@@ -449,8 +418,8 @@ class RLM(dspy.Module):
         trajectory = Trajectory(_describe(inputs))
         if self.on_event is not None:
             trajectory.subscribe(self.on_event)
-        return _Run(self, inputs, budget=budget, trajectory=trajectory, runner=AsyncRunner(), depth=0,
-                    owns_runner=True, interpreter=interpreter, owned=owned, child_factory=child_factory)
+        return _Run(self, inputs, link=RunLink.new(budget, trajectory), depth=0, interpreter=interpreter,
+                    owned=owned, child_factory=child_factory)
 
     def forward(self, interpreter: CodeInterpreter | None = None, /, *,
                 interpreter_factory: InterpreterFactory | None = None, **inputs: Any) -> dspy.Prediction:
@@ -543,16 +512,10 @@ class RLM(dspy.Module):
             return self._compact(run, step)
         return self._evaluate(run, step.outputs)
 
-    def _compact(self, run: _Run, step: _Compact) -> str | _TooLong:
-        """The summary of ``step.steps`` by the root LM, metered; ``_TooLong`` if they overflow it too."""
+    def _compact(self, run: _Run, step: _Compact) -> tuple[int, str] | None:
+        """The history's oldest steps summarized by the root LM (:meth:`Run.compact_oldest`)."""
         lm = DSPyLMClient(resolve_lm(getattr(self.generate_action, "lm", None), "RLM's root predictors"))
-        try:
-            return run.runner.run(compact(lm, step.steps, query=run.trajectory.query, budget=run.budget,
-                                          trajectory=run.trajectory, iteration=step.iteration))
-        except Exception as exc:
-            if is_context_window_error(exc):
-                return _TooLong()
-            raise
+        return run.compact_oldest(lm, step.steps, query=run.trajectory.query, iteration=step.iteration)
 
     async def _aperform(self, run: _Run, step: Any) -> Any:
         if isinstance(step, _Predict):
@@ -584,34 +547,28 @@ class RLM(dspy.Module):
         refinement, stop_reason, reasoning = RefinementState(), "max_iterations", ""
         for iteration in range(1, self.max_iters + 1):
             try:
-                run.budget.reserve_iteration()
-                run.trajectory.record("iteration", iteration=iteration)
+                run.start_iteration(iteration)
                 began = time.monotonic()
                 call = _Predict(self.generate_action, {"variables_info": variables, "repl_history": history,
                                                        "iteration": f"{iteration}/{self.max_iters}"})
                 action = yield call
             except BudgetExceeded as exc:
-                stop_reason = self._note_budget(run, exc)
+                stop_reason = run.record_cap(exc)
                 break
             if isinstance(action, _TooLong):
                 # The history outgrew the root model's window: its oldest steps become a summary.
                 entries = list(history)
-                steps = [Step(said=f"{e.reasoning}\n{e.code}".strip(), output=e.output) for e in entries]
-                count = how_many_to_compact(steps)
-                summary = None
-                if count:
-                    try:
-                        summary = yield _Compact(steps[:count], iteration)
-                    except BudgetExceeded as exc:
-                        stop_reason = self._note_budget(run, exc)
-                        break
-                if not isinstance(summary, str):
-                    run.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
-                                          "window, with " + ("no earlier step to compact" if not count else
-                                                             "steps to compact longer than the window too"))
+                try:
+                    compacted = yield _Compact([Step(said=f"{e.reasoning}\n{e.code}".strip(), output=e.output)
+                                                for e in entries], iteration)
+                except BudgetExceeded as exc:
+                    stop_reason = run.record_cap(exc)
+                    break
+                if compacted is None:
                     stop_reason = "context_window"
                     break
-                history = REPLHistory(entries=[REPLEntry(reasoning=COMPACTED_STEPS, code="", output=summary),
+                count, summary_text = compacted
+                history = REPLHistory(entries=[REPLEntry(reasoning=COMPACTED_STEPS, code="", output=summary_text),
                                                *entries[count:]], max_output_chars=self.max_output_chars)
                 continue
             if isinstance(action, _Unparsed):
@@ -627,9 +584,8 @@ class RLM(dspy.Module):
                 action = dspy.Prediction(reasoning="", code="\n".join(fenced.code))
             reasoning = str(getattr(action, "reasoning", "") or "")
             parsed = code_from_field(getattr(action, "code", None))
-            run.trajectory.record("lm_call", iteration=iteration, reply=preview(f"{reasoning}\n{action.code}"),
-                                  prompt_tokens=call.tokens[0], completion_tokens=call.tokens[1],
-                                  seconds=round(time.monotonic() - began, 4))
+            run.record_lm_call(iteration, f"{reasoning}\n{action.code}", prompt_tokens=call.tokens[0],
+                               completion_tokens=call.tokens[1], seconds=time.monotonic() - began)
             if parsed.problem:
                 history = history.append(reasoning=reasoning, code=str(action.code), output=f"[Error] {parsed.problem}")
                 continue
@@ -639,8 +595,7 @@ class RLM(dspy.Module):
                 logger.info("RLM iteration %d/%d\nReasoning: %s\nCode:\n%s\nOutput:\n%s", iteration,
                             self.max_iters, reasoning, code, self._cell_output(result))
             if result.limit == "budget":
-                stop_reason = self._note_budget(run, BudgetExceeded(result.stopped_by, result.error,
-                                                                    run.budget.spent()))
+                stop_reason = run.record_cap(cap_of(result, run.budget))
                 history = history.append(reasoning=reasoning, code=code, output=self._cell_output(result))
                 break
             touched = touched or (bool(unseen) and reads_inputs(code, unseen))
@@ -664,11 +619,9 @@ class RLM(dspy.Module):
                 if self.evaluator is None:
                     return self._prediction(run, outputs, history, reasoning, "final")
                 checkpoint, evaluation = "evaluator", (yield _Evaluate(outputs))
-            verdict = decide(refinement, outputs, evaluation, max_refinements=self.max_refinements,
-                             min_gain=self.min_gain)
+            verdict = run.judge(refinement, outputs, evaluation, checkpoint=checkpoint, iteration=iteration,
+                                max_refinements=self.max_refinements, min_gain=self.min_gain)
             refinement = verdict.state
-            run.trajectory.record("evaluation", iteration=iteration, **evaluation.to_dict(), checkpoint=checkpoint,
-                                  decision=verdict.action, reason=verdict.reason)
             if verdict.action != "refine":
                 return self._prediction(run, verdict.answer, history, reasoning, verdict.reason)
             history = history.append(reasoning="", code="", output=feedback_message(evaluation))
@@ -679,7 +632,7 @@ class RLM(dspy.Module):
 
     def _extract(self, run: _Run, history: REPLHistory, variables: list[str]) -> Generator:
         """Typed outputs from the trajectory, on the call held for it (oldest history dropped to fit)."""
-        held, run.extract_hold = run.extract_hold, None
+        held = run.take_extract_hold()
         inputs = {"variables_info": variables, "repl_history": history}
         output_bound = (max_output_tokens(self.extract, resolve_lm(self.extract.lm, "RLM's root predictors"))
                         if isinstance(self.extract, dspy.Predict) else None)  # another callable: no prompt to trim
@@ -692,7 +645,7 @@ class RLM(dspy.Module):
         except BudgetExceeded as exc:
             if held is not None:
                 run.budget.cancel(held, dispatched=False)
-            run.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
+            run.record_cap(exc, what="extract skipped")
             prediction = None
         if isinstance(prediction, (_Unparsed, _TooLong)):
             run.trajectory.record("note", message="extract returned nothing usable: "
@@ -708,11 +661,6 @@ class RLM(dspy.Module):
         if result.has_final:
             parts.append("FINAL was called.")
         return self._format_output("\n".join(parts))
-
-    @staticmethod
-    def _note_budget(run: _Run, exc: BudgetExceeded) -> str:
-        run.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
-        return exc.limit
 
     def _typed_outputs(self, raw: Any) -> tuple[dict[str, Any] | None, str | None]:
         fields = self.signature.output_fields
@@ -734,10 +682,8 @@ class RLM(dspy.Module):
 
     def _prediction(self, run: _Run, outputs: dict[str, Any], history: REPLHistory, reasoning: str,
                     stop_reason: str) -> dspy.Prediction:
-        if run.extract_hold is not None:  # not needed: give it back before reporting usage
-            run.budget.cancel(run.extract_hold, dispatched=False)
-            run.extract_hold = None
-        run.trajectory.record("final", answer=preview(str(outputs)), stop_reason=stop_reason)
+        run.give_back_hold()  # not needed: given back before the usage is reported
+        run.record_final(outputs, stop_reason)
         return dspy.Prediction(**outputs, trajectory=[entry.model_dump() for entry in history],
                                final_reasoning=reasoning, stop_reason=stop_reason, usage=run.budget.spent(),
                                events=run.trajectory.to_dict())
@@ -788,7 +734,7 @@ class RLMSession:
         if self.module.on_event is not None:
             trajectory.subscribe(self.module.on_event)
         start = starting_usage(self.turns, scope=self.budget_scope)
-        run.begin_turn(everything, trajectory=trajectory, usage=start, earlier=summary(self.turns))
+        run.next_question(everything, trajectory=trajectory, usage=start, earlier=summary(self.turns))
         before = run.session.repl.variables()
         try:
             run.load(inputs)
@@ -817,6 +763,11 @@ class RLMSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _root_model(module: RLM) -> str | None:
+    """The root LM's model name, for the spans (a replaced predictor may have no ``.lm``)."""
+    return getattr(getattr(module.generate_action, "lm", None) or dspy.settings.lm, "model", None)
 
 
 def _searched_input(inputs: dict[str, Any]) -> str | None:

@@ -27,13 +27,11 @@ rebuilds it by the replay above. An input with ``context`` starts the thread ove
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Required, TypedDict
 
 from langgraph.channels.delta import DeltaChannel
@@ -50,9 +48,9 @@ from opentelemetry.trace import TracerProvider
 from rlm_graph.chat_model import as_client
 from rlm_graph.contexts import HandedContexts, KeptContexts, get_context, put_context
 from sandbox.boundary.repl import CellResult, SandboxError
-from sandbox.engine import tracing
-from sandbox.engine.budget import Budget, BudgetExceeded, Reservation, hold_last_call
-from sandbox.engine.compaction import COMPACTED_STEPS, Step, compact, how_many_to_compact
+from sandbox.engine.bridge import ChildRunner
+from sandbox.engine.budget import Budget, BudgetExceeded, run_limits
+from sandbox.engine.compaction import COMPACTED_STEPS, Step
 from sandbox.engine.context import Context, check_context, describe_context
 from sandbox.engine.evaluator import Evaluation, Evaluator, as_evaluator
 from sandbox.engine.grounding import SEEN_WHOLE_CHARS, GroundingCheck, premature_answer, reads_inputs
@@ -66,13 +64,13 @@ from sandbox.engine.prompts import (
     repeated_failure_note,
     root_system_prompt,
 )
-from sandbox.engine.refinement import RefinementState, decide, feedback_message
+from sandbox.engine.refinement import RefinementState, feedback_message
+from sandbox.engine.run import Run, RunLink, cap_of
 from sandbox.engine.replay import CallLog
 from sandbox.engine.session import SandboxOptions, Session, check_user_tools, format_cell
 from sandbox.engine.subcall_cache import CachedLM, SubCallCache
-from sandbox.engine.trajectory import Trajectory, preview
+from sandbox.engine.trajectory import Trajectory
 from sandbox.engine.turns import BudgetScope, Turn, check_scope, made_variables, starting_usage, summary, usage_since
-from sandbox.lm.aio import AsyncRunner
 from sandbox.lm.clients import (
     LMClient,
     estimate_prompt_tokens,
@@ -112,22 +110,13 @@ def _log_channel() -> DeltaChannel:
     return DeltaChannel(_append, list)
 
 
-@dataclass
-class ParentLink:
-    """What a child RLM shares with its parent: the budget ledger, the runner, its trajectory node."""
-
-    budget: Budget
-    runner: AsyncRunner
-    trajectory: Trajectory
-
-
 class RLMInput(TypedDict, total=False):
     query: Required[str]
     context: Context
     context_ref: str
     depth: int
     follow_up: bool  # set by RLMGraph: the input has no context, so it continues the thread
-    parent: Annotated[ParentLink | None, UntrackedValue(object)]
+    parent: Annotated[RunLink | None, UntrackedValue(object)]
 
 
 class RLMOutput(TypedDict, total=False):
@@ -164,52 +153,19 @@ class RLMState(TypedDict, total=False):
     turn_open: bool  # a turn started and has not reached finalize (paused, or failed)
     turn_start: dict[str, Any]  # the ledger when this turn started
     variables_before: list[str]  # the REPL's names when this turn started
-    parent: Annotated[ParentLink | None, UntrackedValue(object)]
+    parent: Annotated[RunLink | None, UntrackedValue(object)]
     runtime: Annotated[Any, UntrackedValue(object)]
 
 
-@dataclass
-class _Runtime:
-    """The live, uncheckpointed part of a run."""
+class _Runtime(Run):
+    """A graph run's live part: the engine's :class:`~sandbox.engine.run.Run`, and the stream
+    writer its events go to (none for a child, or while the runtime is kept between turns)."""
 
-    session: Session
-    budget: Budget
-    trajectory: Trajectory
-    runner: AsyncRunner
-    owns_runner: bool
     writer: Callable[[Any], None] | None = None
-    closed: bool = field(default=False)
-    extract_hold: Reservation | None = None  # the call kept for `extract`, until it runs or the run ends
-
-    def usage(self) -> dict[str, Any]:
-        """What the run has spent, not counting the call held for ``extract`` (a resume holds it anew)."""
-        spent = self.budget.spent()
-        if self.extract_hold is not None:
-            spent["llm_calls"] -= 1
-        return spent
-
-    def take_extract_hold(self) -> Reservation | None:
-        held, self.extract_hold = self.extract_hold, None
-        return held
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer(dict(event))  # a copy: a refusal group's count goes on in the trajectory
-
-    def end_turn(self) -> None:
-        """Give back the call held for ``extract`` and end the turn's spans; the REPL stays open."""
-        held = self.take_extract_hold()
-        if held is not None:
-            self.budget.cancel(held, dispatched=False)
-        tracing.end_run(self.trajectory)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.end_turn()
-            self.session.close()
-            if self.owns_runner:
-                self.runner.close()
 
 
 class _LiveRuntimes:
@@ -422,14 +378,6 @@ class _Engine:
     # -- the live runtime ------------------------------------------------------------
 
     def _open_runtime(self, state: RLMState, *, replay: bool, context: Context | None = None) -> _Runtime:
-        parent = state.get("parent")
-        if parent is not None:
-            budget, runner, trajectory, owns_runner = parent.budget, parent.runner, parent.trajectory, False
-        else:
-            budget, runner, owns_runner = self.budget.fresh(), AsyncRunner(), True
-            budget.restore(state.get("usage") or {})
-            trajectory = Trajectory.from_dict(state["events"]) if state.get("events") \
-                else Trajectory(state["query"])
         try:
             context = context if context is not None else get_context(self.store, state["context_ref"])
         except KeyError:
@@ -437,27 +385,28 @@ class _Engine:
                               "resume with a graph built with the store= the run started with (a PostgresStore "
                               "or SqliteStore shared by the workers: the default InMemoryStore lives only in "
                               "its process)") from None
-        depth = state.get("depth", 0)
+        link = state.get("parent")
+        if link is None:
+            budget = self.budget.fresh()
+            budget.restore(state.get("usage") or {})
+            trajectory = Trajectory.from_dict(state["events"]) if state.get("events") else Trajectory(state["query"])
+            link = RunLink.new(budget, trajectory)
 
-        def run_child(query: str, child_context: str, child_depth: int, child_trajectory: Trajectory) -> str:
-            return self._run_child(query, child_context, child_depth, ParentLink(budget, runner, child_trajectory))
+        def open_session(run_child: ChildRunner) -> Session:
+            return Session(variables={"context": context}, sub_lm=self.sub, budget=link.budget,
+                           trajectory=link.trajectory, runner=link.runner, depth=state.get("depth", 0),
+                           tools=self.tools, run_child=run_child,
+                           call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
 
-        tracing.start_run(trajectory, engine="langgraph", tracer_provider=self.tracer_provider,
-                          root_model=getattr(self.root, "model", None), resumed=replay)
-        try:
-            session = Session(variables={"context": context}, sub_lm=self.sub, budget=budget, trajectory=trajectory,
-                              runner=runner, depth=depth, tools=self.tools, run_child=run_child,
-                              call_log=CallLog(state.get("call_log") if replay else None), options=self.options)
-        except BaseException:
-            tracing.end_run(trajectory)
-            raise
-        runtime = _Runtime(session, budget, trajectory, runner, owns_runner, writer=_stream_writer(),
-                           extract_hold=hold_last_call(budget))
-        if parent is None:
-            trajectory.subscribe(runtime.emit)
+        runtime = _Runtime(link, open_session, start_child=self._start_child, engine="langgraph",
+                           root_model=getattr(self.root, "model", None), tracer_provider=self.tracer_provider,
+                           resumed=replay)
+        if state.get("parent") is None:
+            runtime.writer = _stream_writer()
+            runtime.trajectory.subscribe(runtime.emit)
         if replay:
             try:
-                session.replay(state.get("code_log") or [])
+                runtime.session.replay(state.get("code_log") or [])
             except BaseException:
                 runtime.close()
                 raise
@@ -474,12 +423,9 @@ class _Engine:
                              f"this is version {STATE_VERSION}. Start a new thread for this run.")
         return self._open_runtime(state, replay=True)
 
-    def _run_child(self, query: str, context: str, depth: int, parent: ParentLink) -> str:
-        result = self.child_graph.invoke({"query": query, "context": context, "depth": depth, "parent": parent})
-        answer = result.get("answer")
-        if answer is None:
-            return f"(the child RLM stopped without an answer: {result.get('stop_reason')})"
-        return answer if isinstance(answer, str) else json.dumps(answer)
+    def _start_child(self, query: str, context: str, depth: int, link: RunLink) -> tuple[Any, str]:
+        result = self.child_graph.invoke({"query": query, "context": context, "depth": depth, "parent": link})
+        return result.get("answer"), result.get("stop_reason")
 
     @staticmethod
     def _progress(runtime: _Runtime, **update: Any) -> dict[str, Any]:
@@ -494,8 +440,7 @@ class _Engine:
         return Command(update=self._progress(runtime, **update, answer=answer, stop_reason=reason), goto=goto)
 
     def _budget_stop(self, runtime: _Runtime, state: RLMState, exc: BudgetExceeded, **update: Any) -> Command:
-        runtime.trajectory.record("budget", limit=exc.limit, message=str(exc), spent=exc.spent)
-        return self._stop(runtime, state, exc.limit, **update)
+        return self._stop(runtime, state, runtime.record_cap(exc), **update)
 
     def _guarded(self, node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
         """Close the live REPL when a node fails with an error (interrupts pass through)."""
@@ -600,37 +545,23 @@ class _Engine:
         return self._start_turn(runtime, fresh, runtime.session.context, turns=turns, code_log=code_log)
 
     def _continue_runtime(self, runtime: _Runtime, fresh: RLMState) -> None:
-        """Point a kept runtime at a new turn: its own trajectory, ledger and call held for ``extract``."""
-        runtime.budget.restore(fresh["usage"])
-        runtime.trajectory = Trajectory(fresh["query"])
-        runtime.session.begin_turn(runtime.trajectory)
+        """Point a kept runtime at a new turn: its own trajectory, ledger and held call."""
+        runtime.begin_turn(Trajectory(fresh["query"]), fresh["usage"])
         runtime.writer = _stream_writer()
         runtime.trajectory.subscribe(runtime.emit)
-        tracing.start_run(runtime.trajectory, engine="langgraph", tracer_provider=self.tracer_provider,
-                          root_model=getattr(self.root, "model", None))
-        runtime.extract_hold = hold_last_call(runtime.budget)
 
     def _compact(self, runtime: _Runtime, state: RLMState, iteration: int) -> Command:
-        """The root's chat outgrew its window: its oldest steps become a summary (:mod:`sandbox.engine.compaction`)."""
+        """The root's chat outgrew its window: its oldest steps become a summary (:meth:`Run.compact_oldest`)."""
         head, chat = state["messages"][:2], _chat_steps(state["messages"][2:])
         steps = [Step(said=step[0]["content"], output="\n\n".join(m["content"] for m in step[1:])) for step in chat]
-        count = how_many_to_compact(steps)
-        if not count:
-            runtime.trajectory.record("note", iteration=iteration, message="root prompt longer than the model's "
-                                      "window, with no earlier step to compact")
-            return self._stop(runtime, state, "context_window", iteration=iteration)
         try:
-            summary = runtime.runner.run(compact(self.root, steps[:count], query=state["query"], budget=runtime.budget,
-                                                 trajectory=runtime.trajectory, iteration=iteration))
+            compacted = runtime.compact_oldest(self.root, steps, query=state["query"], iteration=iteration)
         except BudgetExceeded as exc:
             return self._budget_stop(runtime, state, exc, iteration=iteration)
-        except Exception as exc:
-            if not is_context_window_error(exc):
-                raise
-            runtime.trajectory.record("note", iteration=iteration, message="the steps to compact were longer than "
-                                      "the model's window too")
+        if compacted is None:
             return self._stop(runtime, state, "context_window", iteration=iteration)
-        messages = [*head, {"role": "assistant", "content": COMPACTED_STEPS}, {"role": "user", "content": summary},
+        count, summary_text = compacted
+        messages = [*head, {"role": "assistant", "content": COMPACTED_STEPS}, {"role": "user", "content": summary_text},
                     *(message for step in chat[count:] for message in step)]
         return Command(update=self._progress(runtime, messages=messages, iteration=iteration, iterations=iteration),
                        goto="root_lm")
@@ -641,8 +572,7 @@ class _Engine:
         if iteration > self.max_iterations:
             return self._stop(runtime, state, "max_iterations")
         try:
-            runtime.budget.reserve_iteration()
-            runtime.trajectory.record("iteration", iteration=iteration)
+            runtime.start_iteration(iteration)
             began = time.monotonic()
             completion = runtime.runner.run(metered_completion(self.root, state["messages"], budget=runtime.budget,
                                                                max_tokens=self.root_max_tokens))
@@ -652,11 +582,9 @@ class _Engine:
             if not is_context_window_error(exc):
                 raise
             return self._compact(runtime, state, iteration)
-        runtime.trajectory.record("lm_call", iteration=iteration, reply=preview(completion.text),
-                                  prompt_tokens=completion.prompt_tokens,
-                                  completion_tokens=completion.completion_tokens,
-                                  seconds=round(time.monotonic() - began, 4),
-                                  **({} if completion.cost_usd is None else {"cost_usd": completion.cost_usd}))
+        runtime.record_lm_call(iteration, completion.text, prompt_tokens=completion.prompt_tokens,
+                               completion_tokens=completion.completion_tokens, seconds=time.monotonic() - began,
+                               cost_usd=completion.cost_usd)
         action = parse_reply(completion.text, max_blocks=None)
         messages = [*state["messages"], {"role": "assistant", "content": action.kept_text or completion.text}]
         update: dict[str, Any] = {"iteration": iteration, "iterations": iteration, "messages": messages}
@@ -716,7 +644,7 @@ class _Engine:
             else:
                 code_log.append(code)
             if result.limit == "budget":
-                exc = BudgetExceeded(result.stopped_by, result.error or "budget exhausted", runtime.budget.spent())
+                exc = cap_of(result, runtime.budget)
                 messages = [*state["messages"], {"role": "user", "content": output_message(outputs)}]
                 return self._budget_stop(runtime, state, exc, code_log=code_log, pending_code=None,
                                          call_log=list(runtime.session.call_log.entries), messages=messages,
@@ -763,10 +691,9 @@ class _Engine:
             if self.evaluator is None:
                 return Command(update=self._progress(runtime, answer=answer, stop_reason="final"), goto="finalize")
             checkpoint, evaluation = "evaluator", self.evaluator(state["query"], answer, runtime.trajectory)
-        verdict = decide(RefinementState.from_dict(state.get("refinement")), answer, evaluation,
-                         max_refinements=self.max_refinements, min_gain=self.min_gain)
-        runtime.trajectory.record("evaluation", iteration=state["iteration"], **evaluation.to_dict(),
-                                  checkpoint=checkpoint, decision=verdict.action, reason=verdict.reason)
+        verdict = runtime.judge(RefinementState.from_dict(state.get("refinement")), answer, evaluation,
+                                checkpoint=checkpoint, iteration=state["iteration"],
+                                max_refinements=self.max_refinements, min_gain=self.min_gain)
         if verdict.action == "refine":
             messages = [*state["messages"], {"role": "user", "content": feedback_message(evaluation)}]
             return Command(update=self._progress(runtime, messages=messages, candidate=None,
@@ -801,17 +728,16 @@ class _Engine:
             completion = runtime.runner.run(metered_completion(self.root, messages, budget=runtime.budget,
                                                                max_tokens=self.root_max_tokens, held=held))
         except BudgetExceeded as exc:
-            runtime.trajectory.record("budget", limit=exc.limit, message=f"extract skipped: {exc}", spent=exc.spent)
+            runtime.record_cap(exc, what="extract skipped")
             return Command(update=self._progress(runtime), goto="finalize")
         except Exception as exc:
             if not is_context_window_error(exc):
                 raise
             runtime.trajectory.record("note", message="extract skipped: its prompt was longer than the model's window")
             return Command(update=self._progress(runtime), goto="finalize")
-        runtime.trajectory.record("lm_call", iteration=state["iteration"], step="extract",
-                                  reply=preview(completion.text), prompt_tokens=completion.prompt_tokens,
-                                  completion_tokens=completion.completion_tokens,
-                                  seconds=round(time.monotonic() - began, 4))
+        runtime.record_lm_call(state["iteration"], completion.text, prompt_tokens=completion.prompt_tokens,
+                               completion_tokens=completion.completion_tokens, seconds=time.monotonic() - began,
+                               step="extract")
         answer = self._extracted_answer(runtime, completion.text, iteration=state["iteration"])
         if answer is None:
             runtime.trajectory.record("note", message="extract gave no answer: its reply was code, or empty")
@@ -844,13 +770,11 @@ class _Engine:
         if runtime is None or runtime.closed:
             return update
         if state.get("parent") is not None:
-            runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
-                                      stop_reason=reason, iteration=state.get("iteration", 0))
+            runtime.record_final(answer, reason, iteration=state.get("iteration", 0))
             runtime.close()  # first: it gives back the call held for `extract`, if unused
             return {**update, "usage": runtime.budget.spent(), "events": runtime.trajectory.to_dict()}
         runtime.writer = _stream_writer()
-        runtime.trajectory.record("final", answer=preview(str(answer)) if answer is not None else None,
-                                  stop_reason=reason, iteration=state.get("iteration", 0))
+        runtime.record_final(answer, reason, iteration=state.get("iteration", 0))
         runtime.end_turn()  # first: it gives back the call held for `extract`, if unused
         turn = Turn(query=state["query"], answer=answer, stop_reason=reason, iterations=state.get("iteration", 0),
                     variables=made_variables(state.get("variables_before") or [], _names(runtime)),
@@ -1103,8 +1027,7 @@ def create_rlm_graph(
         raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
     if isinstance(max_refinements, bool) or not isinstance(max_refinements, int) or max_refinements < 0:
         raise ValueError(f"max_refinements must be an integer >= 0, got {max_refinements!r}")
-    if budget is not None and not isinstance(budget, Budget):
-        raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    limits = run_limits(budget, max_depth)
     check_scope(budget_scope)
     if isinstance(keep_sessions, bool) or not isinstance(keep_sessions, int) or keep_sessions < 0:
         raise ValueError(f"keep_sessions must be an integer >= 0, got {keep_sessions!r}")
@@ -1116,9 +1039,6 @@ def create_rlm_graph(
     elif not isinstance(store, BaseStore):
         raise TypeError(f"store must be a LangGraph BaseStore (InMemoryStore, PostgresStore, SqliteStore), "
                         f"got {type(store).__name__}")
-    limits = (budget or Budget()).limits()
-    if max_depth is not None:
-        limits["max_depth"] = max_depth
     root = as_client(model, api_base=api_base, api_key=api_key)
     sub = root if sub_model is None else as_client(sub_model, api_base=api_base, api_key=api_key)
     if cache_sub_calls:

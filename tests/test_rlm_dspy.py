@@ -289,21 +289,6 @@ def test_an_overlong_history_is_compacted_into_a_summary_and_goes_on():
     assert out.usage["llm_calls"] == len(histories) + 1  # every root call, and the summary
 
 
-def test_a_run_that_cannot_start_gives_back_the_call_held_for_extract(monkeypatch):
-    import rlm_dspy.rlm as module
-
-    def broken_session(**kwargs):
-        raise RuntimeError("worker could not start")
-
-    monkeypatch.setattr(module, "Session", broken_session)
-    shared = Budget(max_llm_calls=5)  # a child run draws on its parent's ledger like this
-    rlm = RLM("context -> answer", sub_lm=text_lm(str.upper))
-    with pytest.raises(RuntimeError, match="could not start"):
-        module._Run(rlm, {"context": "c"}, budget=shared, trajectory=module.Trajectory("q"),
-                    runner=module.AsyncRunner(), depth=1, owns_runner=True)
-    assert shared.llm_calls == 0
-
-
 # -- the root's reply length ------------------------------------------------------------------------
 
 ROOT_REPLY = ("[[ ## reasoning ## ]]\nlook\n\n[[ ## code ## ]]\n```python\nprint(len(context))\nSUBMIT(answer='ok')\n"

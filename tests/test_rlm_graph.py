@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from langgraph.types import Command
 from rlm_graph import create_rlm_graph, create_rlm_node
 from rlm_graph.graph import STATE_VERSION
 from sandbox import Budget, Evaluation
+from tests.checkpoints import stored_sizes
 from tests.conftest import FakeLM
 from tests.openai_stub import OpenAIStub
 
@@ -143,10 +143,9 @@ def test_checkpoints_every_iteration_and_keep_the_context_out(tmp_path):
                                      sub_model=upper_lm(), checkpointer=saver)
             out = graph.invoke({"query": "q", "context": "y" * size}, thread())
             history = list(graph.get_state_history(thread()))
+            sizes[size] = max(stored_sizes(saver, thread()))
         assert out["answer"] == size
         assert len(history) >= 3 * 2  # at least one checkpoint per super-step, two per iteration
-        rows = sqlite3.connect(db).execute("select length(checkpoint) from checkpoints").fetchall()
-        sizes[size] = max(r[0] for r in rows)
     assert sizes[10_000_000] < 20_000 and abs(sizes[10_000_000] - sizes[1_000_000]) < 1_000
 
 

@@ -309,3 +309,25 @@ def hold_last_call(budget: Budget) -> Reservation | None:
         return budget.reserve_call(tokens=tokens)
     except BudgetExceeded:
         return None
+
+
+def run_limits(budget: Budget | None, max_depth: int | None) -> dict[str, Any]:
+    """The caps an adapter gives each of its runs: ``budget``'s (default: ``Budget()``'s), with
+    ``max_depth`` in place of the budget's own when given.
+
+    Args:
+        budget: the caps the user passed, or ``None``.
+        max_depth: the adapter's own ``max_depth=`` option, or ``None``.
+
+    Returns:
+        Keyword arguments for ``Budget(...)``; a fresh ledger per run, on the same shared ledger.
+
+    Raises:
+        TypeError: ``budget`` is not a Budget.
+    """
+    if budget is not None and not isinstance(budget, Budget):
+        raise TypeError(f"budget must be a sandbox.Budget, got {type(budget).__name__}")
+    limits = (budget or Budget()).limits()
+    if max_depth is not None:
+        limits["max_depth"] = max_depth
+    return limits
