@@ -14,7 +14,7 @@ import contextvars
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -83,16 +83,24 @@ def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float | None) -
 
     With a timeout the call runs on its own thread, in a copy of the caller's context
     variables (DSPy settings, callbacks); past the timeout it is abandoned, not stopped: it
-    finishes in the background and its result is dropped.
+    finishes in the background and its result is dropped. The thread is a daemon, so an
+    abandoned call never keeps the process alive at exit (a pool's worker would be joined).
 
     Raises:
         CallTimedOut: ``fn`` did not return within ``timeout`` seconds.
     """
     if timeout is None:
         return fn(*args)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlm-timed-call")
-    future = pool.submit(contextvars.copy_context().run, fn, *args)
-    pool.shutdown(wait=False)
+    future: Future[T] = Future()
+    context = contextvars.copy_context()
+
+    def call() -> None:
+        try:
+            future.set_result(context.run(fn, *args))
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it from the future
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name="rlm-timed-call", daemon=True).start()
     try:
         return future.result(timeout=max(0.0, timeout))
     except FutureTimeout:
