@@ -17,6 +17,7 @@ from cookbook import (demo, demo_dspy, dspy_composed_program, dspy_long_document
 from cookbook.demo import NEEDLE, long_document
 from sandbox.lm import local
 from tests.recipe_models import needle_chat_models, needle_dspy_lms, needle_sub_lm, research_and_report_lm, taught_lm
+from tests.scripted_chat import scripted_root
 
 COOKBOOK = Path(__file__).resolve().parents[1] / "cookbook"
 RECIPES = sorted(path.name for path in COOKBOOK.glob("*.py") if "\ndef main(" in path.read_text())
@@ -47,6 +48,14 @@ def test_agent_pipeline(capsys):
     result = langgraph_agent_pipeline.main([], **chat_models())
     assert result["finding"] == NEEDLE and result["reply"].startswith(f"Answer: {NEEDLE}")
     assert result["rlm_details"]["stop_reason"] == "final"
+
+
+def test_agent_pipeline_stops_at_its_iteration_cap_when_the_model_never_answers(capsys):
+    _, sub = needle_chat_models()
+    never_final = scripted_root(*["print(len(context))"] * 40)
+    result = langgraph_agent_pipeline.main([], model=never_final, sub_model=sub)
+    assert result["rlm_details"]["stop_reason"] == "max_iterations" and result["rlm_details"]["iterations"] == 10
+    assert result["reply"].startswith("Answer: ")
 
 
 def test_human_review_resumes_from_sqlite(tmp_path, capsys, monkeypatch):
