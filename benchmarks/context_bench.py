@@ -135,8 +135,12 @@ def _dspy_run(context: str) -> float:
     """One rlm_dspy.RLM run over ``context``; seconds from forward to the root LM's first call."""
     import dspy
 
-    from cookbook.demo_dspy import function_lm, stepwise_rlm_reply, text_lm
     from rlm_dspy import RLM
+
+    try:
+        from tests.dspy_lms import function_lm, stepwise_rlm_reply, text_lm
+    except ImportError:  # a --before checkout from when the scripted LMs lived in the cookbook
+        from cookbook.demo_dspy import function_lm, stepwise_rlm_reply, text_lm
 
     first: list[float] = []
     reply = stepwise_rlm_reply(["n = len(context)", "print(n)\nSUBMIT(answer=str(n))"])

@@ -24,8 +24,8 @@ import dspy  # noqa: E402
 from dspy.primitives.local_interpreter import LocalInterpreter  # noqa: E402
 
 from benchmarks.report import write_results  # noqa: E402
-from cookbook.demo_dspy import function_lm, stepwise_rlm_reply, text_lm  # noqa: E402
 from rlm_dspy import RLM, RestrictedPythonInterpreter  # noqa: E402
+from tests.dspy_lms import function_lm, stepwise_rlm_reply, text_lm  # noqa: E402
 
 CONTEXT = "benchmark context " * 1000
 

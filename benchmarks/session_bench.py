@@ -20,10 +20,10 @@ from pathlib import Path
 import dspy
 from langgraph.checkpoint.memory import InMemorySaver
 
-from cookbook.demo_dspy import fields, function_lm
 from rlm_dspy import RLM
 from rlm_graph import create_rlm_graph
 from sandbox import Completion
+from tests.dspy_lms import fields, function_lm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELL = "print(len(context))"

@@ -1,1 +1,1 @@
-"""Runnable recipes; each also runs as a test (tests/test_cookbook.py)."""
+"""Runnable recipes, on the embedded model by default; tests/test_cookbook.py runs each on scripted models."""

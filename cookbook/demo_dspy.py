@@ -1,73 +1,29 @@
-"""Scripted DSPy LMs for offline demos, built on DSPy's engine API (``dspy.LM(engine=...)``).
+"""The DSPy recipes' LMs from their command line (``cookbook.demo.model_arguments``).
 
-For demonstrations and tests only; pass ``--model`` to a recipe for a real LM.
+``local`` (the default) is the embedded model, :func:`rlm_dspy.local_lm`; any other string is a
+``dspy.LM`` on ``--api-base`` when given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import argparse
 
 import dspy
-from dspy.lm15 import Message, Response, TextPart, Usage
 
-Messages = list[tuple[str, str]]
-
-
-class FunctionEngine:
-    """Answers each request with ``reply(messages)``; messages are (role, text) pairs."""
-
-    def __init__(self, reply: Callable[[Messages], str]):
-        self.reply = reply
-        self.prompts: list[str] = []
-
-    def complete(self, request) -> Response:
-        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or [])
-        messages = ([("system", system)] if system else []) + [(m.role, m.text or "") for m in request.messages]
-        self.prompts.append(messages[-1][1])
-        text = self.reply(messages)
-        return Response(id=None, model="scripted", message=Message.assistant([TextPart(text)]), finish_reason="stop",
-                        usage=Usage(input_tokens=sum(len(t) for _, t in messages) // 4, output_tokens=len(text) // 4,
-                                    total_tokens=0))
+from cookbook.demo import LOCAL
+from rlm_dspy import local_lm
 
 
-class AsyncFunctionEngine:
-    def __init__(self, sync: FunctionEngine):
-        self.sync = sync
-
-    async def complete(self, request) -> Response:
-        return self.sync.complete(request)
+def named_lm(model: str, api_base: str | None = None) -> dspy.LM:
+    """The ``dspy.LM`` a model string names: the embedded model for ``local``."""
+    return local_lm() if model == LOCAL else dspy.LM(model, api_base=api_base)
 
 
-def function_lm(reply: Callable[[Messages], str], model: str = "scripted/lm") -> dspy.LM:
-    """A ``dspy.LM`` whose replies come from ``reply``; ``lm.scripted.prompts`` records what it saw."""
-    engine = FunctionEngine(reply)
-    lm = dspy.LM(model, engine=engine, async_engine=AsyncFunctionEngine(engine), cache=False)
-    lm.scripted = engine
-    return lm
-
-
-def fields(**values: str) -> str:
-    """A reply in DSPy's chat-adapter format."""
-    return "\n\n".join(f"[[ ## {k} ## ]]\n{v}" for k, v in values.items()) + "\n\n[[ ## completed ## ]]"
-
-
-def stepwise_rlm_reply(cells: Sequence[str], extract: dict[str, str] | None = None) -> Callable[[Messages], str]:
-    """Replies for rlm_dspy.RLM's root: ``cells[k]`` at step k+1 of each run (read from the REPL
-    history in the prompt), and ``extract`` for the extract step."""
-
-    def reply(messages: Messages) -> str:
-        if "extract the final outputs" in messages[0][1]:
-            return fields(**(extract or {}))
-        step = messages[-1][1].count("=== Step ")
-        return fields(reasoning=f"step {step + 1}", code=f"```python\n{cells[min(step, len(cells) - 1)]}\n```")
-
-    return reply
-
-
-def stepwise_rlm_lm(cells: Sequence[str], extract: dict[str, str] | None = None) -> dspy.LM:
-    return function_lm(stepwise_rlm_reply(cells, extract), model="scripted/root")
-
-
-def text_lm(reply: Callable[[str], str], model: str = "scripted/sub") -> dspy.LM:
-    """A sub-LM answering the last message with ``reply(text)``, as plain text."""
-    return function_lm(lambda messages: reply(messages[-1][1]), model=model)
+def lms(args: argparse.Namespace, lm: dspy.BaseLM | None = None,
+        sub_lm: dspy.BaseLM | None = None) -> tuple[dspy.BaseLM, dspy.BaseLM]:
+    """(root, sub) for a recipe: ``lm`` and ``sub_lm`` where given, else the ones ``--model`` and
+    ``--sub-model`` name (the sub-LM defaults to the root's)."""
+    root = lm if lm is not None else named_lm(args.model, args.api_base)
+    if sub_lm is None:
+        sub_lm = named_lm(args.sub_model, args.api_base) if args.sub_model else root
+    return root, sub_lm

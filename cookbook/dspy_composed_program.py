@@ -1,12 +1,13 @@
 """rlm_dspy.RLM composed with other DSPy modules: an RLM finds the fact, ChainOfThought writes the report.
 
-    python cookbook/dspy_composed_program.py [--model openai/gpt-4o-mini]
+    python cookbook/dspy_composed_program.py [--model openai/gpt-4o-mini] [--api-base URL]
+
+Runs on the embedded local model unless --model names another.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -15,8 +16,8 @@ import dspy
 if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, sentence_with_a_number
-from cookbook.demo_dspy import fields, function_lm, stepwise_rlm_reply, text_lm
+from cookbook.demo import long_document, model_arguments, parse_args
+from cookbook.demo_dspy import lms
 from rlm_dspy import RLM
 
 
@@ -33,28 +34,14 @@ class ResearchAndReport(dspy.Module):
         return self.report(question=question, finding=finding)
 
 
-def demo_lm() -> dspy.LM:
-    """One scripted LM for both modules: the RLM's steps, and a report that quotes the finding."""
-    rlm_reply = stepwise_rlm_reply(NEEDLE_CELLS)
-
-    def reply(messages):
-        if "`report`" in messages[0][1]:
-            finding = re.search(r"\[\[ ## finding ## \]\]\n(.*)", messages[-1][1]).group(1)
-            return fields(reasoning="The RLM found it.", report=f"Report: {finding}")
-        return rlm_reply(messages)
-
-    return function_lm(reply, model="scripted/root")
-
-
-def main(argv: list[str] | None = None) -> dspy.Prediction:
+def main(argv: list[str] | None = None, *, lm: dspy.BaseLM | None = None,
+         sub_lm: dspy.BaseLM | None = None) -> dspy.Prediction:
+    """Research and report on the demo document; ``lm`` (both modules' LM) and ``sub_lm`` (the
+    RLM's sub-calls) replace the LMs the command line names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     model_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.model:
-        root = dspy.LM(args.model, api_base=args.api_base)
-        sub = dspy.LM(args.sub_model or args.model, api_base=args.api_base)
-    else:
-        root, sub = demo_lm(), text_lm(sentence_with_a_number)
+    args = parse_args(parser, argv)
+    root, sub = lms(args, lm, sub_lm)
     program = ResearchAndReport(sub_lm=sub)
     with dspy.context(lm=root):
         out = program(context=long_document(), question="What is the launch code for project Heron?")

@@ -1,6 +1,8 @@
 """An RLM node inside a larger agent graph: router -> RLM over a long document -> summarizer.
 
     python cookbook/langgraph_agent_pipeline.py [--model openai/gpt-4o-mini] [--question ...]
+
+Runs on the embedded local model unless --model names another.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from langgraph.graph import END, START, StateGraph
 if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
+from cookbook.demo import graph_models, long_document, model_arguments, parse_args
 from rlm_graph import create_rlm_node
 from sandbox import Budget
 
@@ -40,8 +42,11 @@ def build(root, sub, *, api_base: str | None = None):
         return {"reply": f"Answer: {state.get('finding')} "
                          f"({details.get('iterations')} iterations, {usage.get('llm_calls')} LM calls)"}
 
+    # At most 10 root iterations: the node runs under the parent graph's recursion limit (LangGraph's
+    # default, 25 steps), and each iteration takes two.
     rlm = create_rlm_node(root, sub_model=sub, api_base=api_base, query_key="question", context_key="document",
-                          output_key="finding", details_key="rlm_details", budget=Budget(max_llm_calls=60))
+                          output_key="finding", details_key="rlm_details", max_iterations=10,
+                          budget=Budget(max_llm_calls=60))
     builder = StateGraph(AgentState)
     builder.add_node("router", router)
     builder.add_node("rlm", rlm)
@@ -53,12 +58,14 @@ def build(root, sub, *, api_base: str | None = None):
     return builder.compile()
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, *, model=None, sub_model=None) -> dict:
+    """Run the pipeline; ``model`` and ``sub_model`` (any model ``create_rlm_node`` takes) replace
+    the ones the command line names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     model_arguments(parser)
     parser.add_argument("--question", default="What is the launch code for project Heron?")
-    args = parser.parse_args(argv)
-    root, sub = models(args, *NEEDLE_CELLS)
+    args = parse_args(parser, argv)
+    root, sub = graph_models(args, model, sub_model)
     graph = build(root, sub, api_base=args.api_base)
     result = graph.invoke({"question": args.question, "document": long_document()})
     print(result["reply"])

@@ -4,6 +4,7 @@
 
 Each pause is saved in SQLite; stop the program at a prompt and run it again with
 the same --db and --thread to continue where you left off (even in a new process).
+Runs on the embedded local model unless --model names another.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from langgraph.types import Command
 if not __package__:  # run as a file, from any directory: make this checkout's cookbook importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cookbook.demo import NEEDLE_CELLS, long_document, model_arguments, models
+from cookbook.demo import graph_models, long_document, model_arguments, parse_args
 from rlm_graph import create_rlm_graph
 
 
@@ -37,14 +38,16 @@ def ask(payload: dict, auto_approve: bool) -> object:
     return True
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, *, model=None, sub_model=None) -> dict:
+    """Run (or resume) the reviewed run; ``model`` and ``sub_model`` (any model ``create_rlm_graph``
+    takes) replace the ones the command line names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     model_arguments(parser)
     parser.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "rlm-review.db"))
     parser.add_argument("--thread", default="review-demo")
     parser.add_argument("--auto-approve", action="store_true", help="approve every cell (no prompts)")
-    args = parser.parse_args(argv)
-    root, sub = models(args, *NEEDLE_CELLS)
+    args = parse_args(parser, argv)
+    root, sub = graph_models(args, model, sub_model)
     config = {"configurable": {"thread_id": args.thread}}
     with SqliteSaver.from_conn_string(args.db) as saver, SqliteStore.from_conn_string(args.db) as store:
         store.setup()

@@ -504,8 +504,10 @@ def test_screenshot_of_the_demo_run(chromium, tmp_path):
     """The DSPy long-document recipe's scripted run, its root iteration 2 and sub-calls opened by
     clicks. RLM_REPORT_SCREENSHOT=PATH keeps the PNG (the committed one: cookbook/report_demo.png)."""
     from cookbook import dspy_long_document_qa
+    from tests.recipe_models import needle_dspy_lms
 
-    out = dspy_long_document_qa.main([])
+    lm, sub_lm = needle_dspy_lms()
+    out = dspy_long_document_qa.main([], lm=lm, sub_lm=sub_lm)
     page = report.write_report(out, tmp_path / "demo.html", name="python -m cookbook.dspy_long_document_qa")
     chromium.open(page)
     chromium.click("#r-i2 > summary")

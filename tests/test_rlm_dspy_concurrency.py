@@ -8,10 +8,9 @@ import threading
 import dspy
 import pytest
 
-from cookbook.demo_dspy import stepwise_rlm_lm
 from rlm_dspy import RLM
 from sandbox import Budget
-from tests.dspy_lms import function_lm
+from tests.dspy_lms import function_lm, stepwise_rlm_lm
 
 # Each run asks for `n` sub-calls, n being the query's last word; 1 root call + n must fit max_llm_calls=4.
 CELL = "n = int(query.split()[-1])\nanswers = [llm_query(query) for _ in range(n)]\nSUBMIT(answer=answers[0])"

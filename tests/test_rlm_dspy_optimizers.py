@@ -14,10 +14,11 @@ import re
 import dspy
 import pytest
 
-from cookbook.dspy_optimizer_run import LESSON, metric, program, score, task_set, taught_lm
+from cookbook.dspy_optimizer_run import metric, program, score, task_set
 from rlm_dspy import RLM
 from sandbox import Budget
 from tests.dspy_lms import fields, function_lm, text_lm
+from tests.recipe_models import LESSON, taught_lm
 
 
 def feedback_metric(example, pred, trace=None, pred_name=None, pred_trace=None):
