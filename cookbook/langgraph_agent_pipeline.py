@@ -42,11 +42,8 @@ def build(root, sub, *, api_base: str | None = None):
         return {"reply": f"Answer: {state.get('finding')} "
                          f"({details.get('iterations')} iterations, {usage.get('llm_calls')} LM calls)"}
 
-    # At most 10 root iterations: the node runs under the parent graph's recursion limit (LangGraph's
-    # default, 25 steps), and each iteration takes two.
     rlm = create_rlm_node(root, sub_model=sub, api_base=api_base, query_key="question", context_key="document",
-                          output_key="finding", details_key="rlm_details", max_iterations=10,
-                          budget=Budget(max_llm_calls=60))
+                          output_key="finding", details_key="rlm_details", budget=Budget(max_llm_calls=60))
     builder = StateGraph(AgentState)
     builder.add_node("router", router)
     builder.add_node("rlm", rlm)

@@ -81,6 +81,9 @@ from sandbox.lm.clients import (
 STATE_VERSION = 3  # 2: the growing logs are DeltaChannels, the context is in the store; 3: `trajectory` is `events`
 Review = Literal["code", "final"]
 LOG_KEYS = ("messages", "code_log", "call_log")
+# Super-steps a run takes: per iteration at most root_lm, a compaction's second root_lm, review_code,
+# execute, review_final and evaluate; per run prepare, extract and finalize, with room to spare.
+STEPS_PER_ITERATION, STEPS_PER_RUN = 6, 10
 
 
 def _append(state: list[Any], writes: Sequence[dict[str, list[Any]]]) -> list[Any]:
@@ -267,8 +270,9 @@ class RLMGraph(CompiledStateGraph):
     """
 
     def __init__(self, *, kept_contexts: KeptContexts | None = None, live: _LiveRuntimes | None = None,
-                 handed: HandedContexts | None = None, **kwargs: Any):
+                 handed: HandedContexts | None = None, step_limit: int, **kwargs: Any):
         super().__init__(**kwargs)
+        self.step_limit = step_limit  # more super-steps than a run can take before its own caps stop it
         self.kept_contexts = kept_contexts  # set when the store is the graph's own InMemoryStore
         self.handed = handed if handed is not None else HandedContexts()  # shared with the engine's nodes
         self.live = live  # the kept REPLs of finished turns; None without a checkpointer
@@ -1063,8 +1067,9 @@ def create_rlm_graph(
     builder.add_edge(START, "prepare")
     builder.add_edge("finalize", END)
     compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
-    graph = RLMGraph(kept_contexts=kept_contexts, live=live, handed=engine.handed, **{k: v for k, v in compiled.__dict__.items()
-                                                                if k != "__orig_class__"})
+    graph = RLMGraph(kept_contexts=kept_contexts, live=live, handed=engine.handed,
+                     step_limit=STEPS_PER_ITERATION * max_iterations + STEPS_PER_RUN,
+                     **{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
     engine.child_graph = graph.copy({"checkpointer": False})  # children are cached by the parent's call_log
     if live is not None:
         weakref.finalize(graph, live.close)  # runs at interpreter exit at the latest: no kept worker outlives it

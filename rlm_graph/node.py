@@ -10,8 +10,12 @@ from langgraph.config import get_stream_writer
 from rlm_graph.graph import PARENT_STREAM_WRITER, create_rlm_graph
 
 
-def with_parent_writer(config: RunnableConfig) -> RunnableConfig:
-    """``config`` telling the RLM graph to write its stream events to this node's stream."""
+def node_config(config: RunnableConfig, step_limit: int) -> RunnableConfig:
+    """``config`` for the RLM graph run by a node: its stream events go to this node's stream, and
+    its recursion limit is its own. The parent's ``recursion_limit`` (LangChain's 25 unless set)
+    counts the parent's steps, of which this node is one; the RLM's loop is bounded by its
+    ``max_iterations`` and budget, so the node gives it room for every iteration (``step_limit``)."""
+    config = {**config, "recursion_limit": max(step_limit, config.get("recursion_limit") or 0)}
     try:
         writer = get_stream_writer()
     except RuntimeError:  # not running inside a graph: nothing to forward to
@@ -29,7 +33,9 @@ def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = 
 
     The node forwards its ``config``, so callbacks and review interrupts reach the parent graph;
     it works under ``invoke``, ``ainvoke``, ``stream`` and ``astream``. Note the parent's own
-    state (with the context in it) is checkpointed by the parent's checkpointer.
+    state (with the context in it) is checkpointed by the parent's checkpointer. The RLM runs
+    under a recursion limit of its own, which its ``max_iterations`` cannot outgrow (the parent's
+    ``recursion_limit`` counts the parent's steps, of which the node is one).
 
     Streaming: the RLM's events (``{"kind": "iteration" | "lm_call" | "cell" | "sub_call" | ...,
     "depth", "t", ...}``, the stream format of :func:`create_rlm_graph`) are written to the node's
@@ -69,9 +75,9 @@ def create_rlm_node(model: Any, *, query_key: str = "query", context_key: str = 
         return update
 
     def run(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        return rlm_output(graph.invoke(rlm_input(state), with_parent_writer(config)))
+        return rlm_output(graph.invoke(rlm_input(state), node_config(config, graph.step_limit)))
 
     async def arun(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        return rlm_output(await graph.ainvoke(rlm_input(state), with_parent_writer(config)))
+        return rlm_output(await graph.ainvoke(rlm_input(state), node_config(config, graph.step_limit)))
 
     return RunnableLambda(run, afunc=arun, name=graph.name)
