@@ -7,6 +7,7 @@ test fail (the closing note of the sandbox issue lists the mutations tried).
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pytest
@@ -119,6 +120,21 @@ def test_guard_cache_holds_only_builtin_types_and_exact_names():
     assert all(type(kind) is type and type(name) is str for kind, name in policy._fast_attrs)
 
 
+def _a_traceback():
+    try:
+        raise ValueError("x")
+    except ValueError as exc:
+        return exc.__traceback__
+
+
+@pytest.mark.parametrize("make", [sys._getframe, lambda: _a_traceback.__code__, _a_traceback],
+                         ids=["frame", "code", "traceback"])
+def test_frames_code_and_tracebacks_are_refused_as_values(make):
+    """Stops a frame, code object or traceback reached under a harmless name from entering a cell."""
+    with pytest.raises(AttributeError, match="access to attribute 'found' is not allowed"):
+        Policy(print).check_value(make(), "found")
+
+
 # -- 3. the soft stop cannot be swallowed or forged --------------------------------------
 
 @pytest.mark.parametrize("code", [
@@ -228,6 +244,20 @@ def test_a_frame_nested_past_the_hosts_stack_is_a_crash_not_an_exception(monkeyp
             assert result.limit == "crash" and result.restarted
 
 
+HOLDING_WORKER = fake_worker("read()\nos.write(1, struct.pack('>I', 2**32 - 1))\nimport time\ntime.sleep(30)\n")
+
+
+def test_a_frame_announcing_4_gib_is_refused_at_once(monkeypatch):
+    """Stops a worker that announces a 4 GiB frame and sends nothing more from holding the host to its timeout."""
+    from sandbox.boundary import repl
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", HOLDING_WORKER)
+    with Sandbox(timeout=3.0, confinement="none") as box:
+        began = time.monotonic()
+        result = box.execute("1")
+        assert result.limit == "crash" and result.restarted, result
+        assert time.monotonic() - began < 2.5  # about 1 s: the host waits 1 s for the process to exit
+
+
 def test_a_final_value_too_deep_or_too_large_is_refused_in_the_cell(sb):
     deep = sb.execute("x = []\nfor i in range(985):\n    x = [x]\nFINAL(x)")
     assert not deep.has_final and "nested deeper than 100 levels" in deep.error and not deep.restarted
@@ -318,6 +348,20 @@ def test_host_refuses_a_result_nested_past_its_limit(monkeypatch):
     monkeypatch.setattr(repl, "WORKER_PROGRAM", worker)
     with Sandbox(confinement="none") as box:
         assert box.execute("1").limit == "crash"
+
+
+PROTOCOL_BREAKING_WORKER = fake_worker(
+    "read()\nsend({'type': 'bogus'})\nread()\n"
+    "send({'type': 'result', 'output': 'accepted', 'error': None, 'limit': None})\nimport time\ntime.sleep(30)\n")
+
+
+def test_a_reply_that_is_neither_a_call_nor_a_result_kills_the_worker(monkeypatch):
+    """Stops a worker that breaks the protocol (an unknown reply type) from going on to have a result accepted."""
+    from sandbox.boundary import repl
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", PROTOCOL_BREAKING_WORKER)
+    with Sandbox(confinement="none") as box:
+        result = box.execute("1")
+    assert result.limit == "crash" and result.restarted and result.output == "", result
 
 
 def test_final_values_cross_as_plain_json(sb):

@@ -587,6 +587,23 @@ def test_default_read_paths_are_the_interpreters_own():
             assert path != forbidden
 
 
+def test_the_repository_is_unreadable_to_confined_code():
+    """Stops confined code reading the project's own files (its source, config, any secrets kept beside it)."""
+    target = REPO / "pyproject.toml"
+    assert target.is_file()
+    result = confine_mod.run_confined(f"print(open({str(target)!r}).read()[:20])")
+    assert result.returncode != 0 and "PermissionError" in result.stderr, result
+    assert result.stdout == ""
+
+
+def test_no_read_path_is_a_parent_of_the_boundary_package():
+    """Stops a read path that opens the whole checkout (or more) around the boundary package to confined code."""
+    from sandbox.boundary.loader import PACKAGE_DIR as LOADED_PACKAGE_DIR
+    package = os.path.realpath(LOADED_PACKAGE_DIR)
+    parents = [p for p in confine_mod.interpreter_read_paths() if package.startswith(p.rstrip("/") + "/")]
+    assert parents == []
+
+
 def test_unavailable_platform_names_the_opt_out(monkeypatch):
     monkeypatch.setattr(confine_mod, "_support_checked", False)
     monkeypatch.setattr(confine_mod, "_support_error", None)

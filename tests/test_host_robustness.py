@@ -303,6 +303,29 @@ def test_the_host_refuses_a_final_the_worker_let_through(lying_worker, marker):
     assert "crash limit: the worker sent a malformed result" in pred.trajectory[0]["output"]
 
 
+FLOODING_WORKER = fake_worker("""
+while True:
+    header = read()
+    if header['type'] == 'exec':
+        text = 'x' * 5_000_000
+        send({'type': 'result', 'output': text if 'OUTPUT' in header['code'] else '',
+              'error': text if 'ERROR' in header['code'] else None, 'limit': None})
+    else:
+        send({'type': 'ok'})
+""")
+
+
+@pytest.mark.parametrize("field", ["output", "error"])
+def test_the_host_refuses_output_or_an_error_past_the_workers_caps(monkeypatch, field):
+    """Stops a worker the policy lost from passing 5 MB of output or error text past the caps it should apply."""
+    from sandbox.boundary import repl
+    monkeypatch.setattr(repl, "WORKER_PROGRAM", FLOODING_WORKER)
+    with Sandbox(confinement="none", max_output_chars=10_000) as box:
+        result = box.execute(field.upper())
+    assert result.limit == "crash" and result.restarted, (result.limit, len(result.output), len(result.error or ""))
+    assert len(result.output) < 30_000 and len(result.error) < 1_000
+
+
 def test_a_cell_that_exhausts_the_call_budget_ends_both_runs():
     code = "for i in range(100):\n    llm_query('hi')"
     out = create_rlm_graph(ScriptedRoot(cell(code)), sub_model=FakeLM(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox import Sandbox
+from sandbox.boundary.compiler import compile_cell
+from sandbox.boundary.guards import DENIED_ATTRIBUTES
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +137,42 @@ def test_frame_and_code_attributes_are_refused_by_name(sb, name, setup):
     """By name, whatever the object: a lookup on an object that has the attribute must never run."""
     error = sb.execute(f"{setup}\ngetattr(x, {name!r})").error
     assert f"AttributeError: access to attribute {name!r} is not allowed in the sandbox" in error
+
+
+# The denied names known today, pinned so that dropping one from DENIED_ATTRIBUTES fails its case
+# (parametrizing over the set alone would drop the case with it); names added later join by the union.
+PINNED_DENIED = {
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "cr_origin", "ag_frame", "ag_code",
+    "ag_await", "tb_frame", "tb_next", "f_back", "f_builtins", "f_code", "f_generator", "f_globals", "f_locals",
+    "f_trace", "co_code",
+}
+# Each is spelled as a class attribute. A name starting with "_" or one that is not an identifier
+# cannot be bound in a cell's class body (other rules refuse those reads); none is today.
+CLASS_DEFINABLE_DENIED = sorted(n for n in PINNED_DENIED | DENIED_ATTRIBUTES
+                                if n.isidentifier() and not n.startswith("_"))
+
+
+@pytest.mark.parametrize("name", CLASS_DEFINABLE_DENIED)
+def test_denied_attributes_are_refused_even_when_the_value_is_harmless(sb, name):
+    """Stops reading a denied name where the value check alone would pass it (a class's own ``gi_frame = 1``)."""
+    result = sb.execute(f"class A:\n    {name} = 1\nprint(getattr(A(), {name!r}))")
+    assert f"access to attribute {name!r}" in (result.error or ""), result
+    assert result.output == ""
+
+
+def test_a_cell_cannot_rebind_a_guard_name(sb):
+    """Stops ``_write_ = lambda o: o`` replacing the write guard so a later cell changes a library class."""
+    rebind = sb.execute("_write_ = lambda o: o")
+    sb.execute("import textwrap\ntextwrap.TextWrapper.width = 5")
+    after = sb.execute("import textwrap\nprint(getattr(textwrap.TextWrapper, 'width', 'absent'))")
+    assert after.output == "absent\n", after
+    assert rebind.error.startswith("SyntaxError") and '"_write_" is an invalid variable name' in rebind.error
+
+
+def test_underscore_attributes_are_refused_when_the_cell_compiles():
+    """Stops ``().__class__``, the first hop of every subclass walk, before the cell ever runs."""
+    with pytest.raises(SyntaxError, match='"__class__" is an invalid attribute name'):
+        compile_cell("x = ().__class__", "<cell>")
 
 
 def test_class_level_tables_of_libraries_are_not_shared(sb):
