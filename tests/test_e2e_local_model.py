@@ -1,12 +1,15 @@
 """End to end with the real embedded model (Qwen2.5-Coder-0.5B behind llama.cpp on 127.0.0.1).
 
 Needs the [local] extra; `.ci/run` installs it and runs these. Deselect with -m "not e2e".
-Assertions are on what a 0.5B model does reliably: the loop's mechanics (parsing,
-execution, termination, accounting, caps) and needle extraction by a sub-call.
+The root runs at temperature 0, so a run's path is the same on every machine like this one,
+and each test asserts its outcome outright: the answer, the stop, the evaluator's round trip.
+(At the server's default temperature the 0.5B model answers the demo's question right about
+four times in five: `benchmarks/results/worked_examples.md`.)
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dspy
@@ -25,7 +28,6 @@ from tests.processes import llama_servers
 pytestmark = pytest.mark.e2e
 KEY = "sk-local-no-key"
 QUESTION = "What is the launch code for project Heron?"
-DONE = {"final", "accepted", "no_improvement", "max_refinements", "max_iterations"}
 
 
 @pytest.fixture(scope="module")
@@ -47,58 +49,68 @@ def test_sub_call_extracts_the_needle(server):
     assert budget.llm_calls == 1 and budget.prompt_tokens > 100 and budget.completion_tokens > 0
 
 
-def test_graph_engine_runs_real_model_output(server):
-    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
-                             budget=Budget(max_seconds=300))
+def test_graph_engine_answers_the_demo_question(server):
+    graph = create_rlm_graph(client(server), max_iterations=6, budget=Budget(max_seconds=300))
     out = graph.invoke({"query": QUESTION, "context": long_document()})
     events = out["events"]["events"]
     kinds = [e["kind"] for e in events]
-    assert out["stop_reason"] in DONE and 1 <= out["iterations"] <= 6
+    assert out["stop_reason"] == "final" and "7291" in str(out["answer"]) and 1 <= out["iterations"] <= 6
     assert "lm_call" in kinds and "cell" in kinds and kinds[-1] == "final"
     assert not any(e.get("limit") == "crash" for e in events)
-    assert out["usage"]["llm_calls"] >= 1 and out["usage"]["prompt_tokens"] > 500
-    if out["stop_reason"] == "final":
-        assert "7291" in str(out["answer"])
+    assert out["usage"]["llm_calls"] >= 2 and out["usage"]["prompt_tokens"] > 500
 
 
 def test_dspy_engine_runs_real_model_output(server):
+    """The DSPy engine's loop on the real model: every iteration parsed and run, the caps sent to
+    the server, and an answer at the iteration cap that invents no number. (The 0.5B model does
+    not find this needle through DSPy's field format in three iterations: issue 9 tracks that.)"""
     # Uncached, so usage is real; the litellm engine, because DSPy's default one sends
     # max_completion_tokens, which llama.cpp ignores (8,000-token replies here).
     lm = dspy.LM(server.model, api_base=server.api_base, api_key=KEY, temperature=0, max_tokens=256, cache=False,
                  engine="litellm")
-    rlm = RLM("context, question -> answer", max_iters=3, sub_lm=lm, budget=Budget(max_seconds=240))
+    rlm = RLM("context, question -> answer", max_iters=3, sub_lm=lm)
+    document = long_document()
     with dspy.context(lm=lm):
-        out = rlm(context=long_document(), question=QUESTION)
-    assert out.stop_reason in DONE | {"max_seconds"}
-    assert out.usage["llm_calls"] >= 1 and out.usage["prompt_tokens"] > 500
+        out = rlm(context=document, question=QUESTION)
+    assert out.stop_reason in ("final", "max_iterations") and out.usage["iterations"] <= 3
+    assert len(out.trajectory) == out.usage["iterations"] and out.usage["prompt_tokens"] > 500
     assert out.usage["completion_tokens"] <= out.usage["llm_calls"] * 256  # the caps reached the server
-    assert out.trajectory and out.usage["seconds"] < 240 + 30
+    invented = [n for n in re.findall(r"\d+", str(out.answer or "")) if n not in document and n not in QUESTION]
+    assert invented == [], out.answer
 
 
-@pytest.mark.parametrize("cap", [1, 3])
-def test_a_budget_cap_holds_on_a_real_run(server, cap):
-    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=10,
-                             budget=Budget(max_llm_calls=cap))
+@pytest.mark.parametrize("cap,answered", [(1, False), (3, True)])
+def test_a_budget_cap_holds_on_a_real_run(server, cap, answered):
+    """One call is all the root gets (no room for an answer at the cap); with three, the run
+    stops at the cap and answers on the call it held from the start."""
+    graph = create_rlm_graph(client(server), max_iterations=10, budget=Budget(max_llm_calls=cap))
     out = graph.invoke({"query": QUESTION, "context": long_document()})
-    assert out["usage"]["llm_calls"] <= cap
-    assert out["stop_reason"] in DONE | {"max_llm_calls"}
+    assert out["stop_reason"] == "max_llm_calls" and out["usage"]["llm_calls"] == cap
+    assert ("7291" in str(out["answer"])) if answered else out["answer"] is None
 
 
 def test_evaluator_checkpoint_round_trips(server):
+    """The evaluator sends the first answer back with feedback; the model answers again and the
+    second passes. (A short context, which the model may answer from what it was shown.)"""
     verdicts = iter([(0.3, "Quote the exact launch code number."), (1.0, "")])
-    graph = create_rlm_graph(server.model, api_base=server.api_base, api_key=KEY, max_iterations=6,
+    graph = create_rlm_graph(client(server), max_iterations=6,
                              evaluator=lambda query, answer: next(verdicts, (1.0, "")), max_refinements=2)
-    out = graph.invoke({"query": QUESTION, "context": long_document()})
+    context = f"Notes from the March meeting. {NEEDLE} The budget review is next week."
+    out = graph.invoke({"query": QUESTION, "context": context})
     evaluations = [e for e in out["events"]["events"] if e["kind"] == "evaluation"]
-    if out["stop_reason"] != "max_iterations":
-        assert evaluations[0]["decision"] == "refine" and evaluations[0]["feedback"].startswith("Quote")
+    assert [e["decision"] for e in evaluations] == ["refine", "accept"]
+    assert evaluations[0]["feedback"].startswith("Quote") and evaluations[0]["checkpoint"] == "evaluator"
+    assert out["stop_reason"] == "accepted" and "7291" in str(out["answer"])
 
 
-def test_lm_judge_with_the_real_model_is_metered(server):
+def test_lm_judge_on_the_embedded_model_is_metered_and_fails_closed(server):
+    """The 0.5B model copies the judge's JSON template (with its "...") instead of filling it in:
+    the verdict does not parse, and the judge fails closed, saying so, on one metered call."""
     budget = Budget()
     judge = LMJudge(client(server), ["The answer gives a number."], budget=budget)
     evaluation = judge(QUESTION, "The launch code is 7291.")
-    assert 0.0 <= evaluation.score <= 1.0 and isinstance(evaluation.feedback, str)
+    assert not evaluation.passed and evaluation.score == 0.0
+    assert evaluation.feedback.startswith("the judge's verdict could not be parsed")
     assert budget.llm_calls == 1
 
 
