@@ -284,13 +284,17 @@ def test_server_that_dies_at_start_is_reported_and_reaped(tmp_path):
     assert not server.running
 
 
-def test_bench_runs_the_suite_and_writes_results(stub, tmp_path, capsys):
-    stub.responses = [completion("The launch code is 1234.")] * 3
+@pytest.mark.parametrize("reply_truth,accuracy", [(True, 1.0), (False, 0.0)])
+def test_bench_runs_the_suite_and_writes_results(stub, tmp_path, capsys, reply_truth, accuracy):
+    from sandbox.app.bench.tasks import niah
+
+    truth = niah(1000, 0).truth  # the case `rlm bench` builds for this task, length and seed
+    stub.responses = [completion(f"The launch code is {truth if reply_truth else truth + 1}.")] * 3
     code = cli.main(["bench", "--tasks", "niah", "--lengths", "1000", "--engines", "direct", "--seeds", "1",
                      "--model", "openai/stub", "--api-base", stub.api_base, "--out", str(tmp_path)])
     assert code == 0
     results = json.loads((tmp_path / "long_context.json").read_text())
     (row,) = results.values()
-    assert row["runs"] == 1 and 0.0 <= row["accuracy"] <= 1.0
+    assert row["runs"] == 1 and row["accuracy"] == accuracy
     assert (tmp_path / "long_context.svg").read_text().startswith("<svg")
     assert "niah" in capsys.readouterr().out
