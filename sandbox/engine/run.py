@@ -18,6 +18,7 @@ loops through it, so each of these steps exists once:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ class Run:
 
     def __init__(self, link: RunLink, open_session: Callable[[ChildRunner], Session], *, start_child: StartChild,
                  engine: str, root_model: str | None, tracer_provider: Any = None, resumed: bool = False):
-        self.link, self.trajectory, self.closed = link, link.trajectory, False
+        self.link, self.closed = link, False
         self.spans = {"engine": engine, "root_model": root_model, "tracer_provider": tracer_provider}
         self._start_child = start_child
         tracing.start_run(link.trajectory, resumed=resumed, **self.spans)
@@ -120,6 +121,11 @@ class Run:
     def runner(self) -> AsyncRunner:
         return self.link.runner
 
+    @property
+    def trajectory(self) -> Trajectory:
+        """The trajectory the run (or its current turn) records into."""
+        return self.link.trajectory
+
     def usage(self) -> dict[str, Any]:
         """What the run has spent, not counting the call held for the answer at a cap."""
         spent = self.budget.spent()
@@ -138,7 +144,7 @@ class Run:
         """Start the next question of a session on this run's REPL: record into ``trajectory``,
         continue the ledger from ``usage``, open the turn's spans and hold its call."""
         self.budget.restore(usage)
-        self.trajectory = trajectory
+        self.link = dataclasses.replace(self.link, trajectory=trajectory)
         self.session.begin_turn(trajectory)
         tracing.start_run(trajectory, **self.spans)
         self.extract_hold = hold_last_call(self.budget)
