@@ -17,7 +17,7 @@ import dspy
 from dspy import lm15
 
 from sandbox.engine.budget import Budget, BudgetExceeded, Reservation
-from sandbox.lm.aio import CallTimedOut, call_with_timeout
+from sandbox.lm.aio import CallTimedOut, call_with_timeout, in_own_thread
 from sandbox.lm.clients import (LOCAL_MODEL, ROOT_MAX_TOKENS, Completion, Messages, check_held, completion_from_response,
                         estimate_prompt_tokens, litellm_input_tokens, price_usd)
 from sandbox.lm.local import local_endpoint
@@ -115,7 +115,9 @@ class DSPyLMClient:
                       for m in messages if m["role"] != "system")
         request = lm15.Request(model=self.model, messages=turns, system=system,
                                config=lm15.Config(max_tokens=max_tokens))
-        response = await self.lm.acall(request)
+        # The LM's blocking call on a thread of its own: one hop per call, where DSPy's async
+        # path hops to the loop's default executor several times a call, and a wide fan-out queues there.
+        response = await in_own_thread(self.lm, request)
         usage = response.usage
         return Completion(text=response.text, prompt_tokens=int(usage.input_tokens or 0) if usage else 0,
                           completion_tokens=int(usage.output_tokens or 0) if usage else 0, model=self.model)

@@ -10,6 +10,7 @@ import pytest
 
 from rlm_dspy import RLM
 from sandbox import Budget
+from sandbox.engine.session import SandboxOptions
 from tests.dspy_lms import function_lm, stepwise_rlm_lm
 
 # Each run asks for `n` sub-calls, n being the query's last word; 1 root call + n must fit max_llm_calls=4.
@@ -70,3 +71,15 @@ def test_dspy_evaluate_with_eight_threads_scores_each_call_on_its_own(rlm):
     with dspy.context(lm=stepwise_rlm_lm([CELL], extract={"answer": "extracted"})):
         result = dspy.Evaluate(devset=devset, metric=metric, num_threads=8, provide_traceback=True)(rlm)
     assert sorted(checked) == sorted(QUERIES) and result.score == 100.0
+
+
+def test_one_runs_batched_sub_calls_are_all_in_flight_at_once():
+    """16 sub-calls at max_concurrency=16 overlap (each waits for all the others), past the
+    few workers of an event loop's default executor that DSPy's async calls would queue on."""
+    cell = ("answers = llm_query_batched([query + str(i) for i in range(16)])\n"
+            "print(len(answers), answers[0])\nSUBMIT(answer=answers[0])")
+    rlm = RLM("query -> answer", sub_lm=barrier_sub_lm(16), sandbox_options=SandboxOptions(max_concurrency=16))
+    with dspy.context(lm=stepwise_rlm_lm([cell])):
+        prediction = rlm(query="item")
+    assert (prediction.answer, prediction.stop_reason) == ("ITEM0", "final")
+    assert prediction.usage["llm_calls"] == 17

@@ -109,6 +109,39 @@ def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float | None) -
         raise CallTimedOut(f"did not finish within {timeout:.3g} s") from None
 
 
+async def in_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Await ``fn(*args)``, a blocking call, run on a thread of its own.
+
+    The call runs in a copy of the caller's context variables (DSPy settings, usage trackers,
+    callbacks), as :func:`asyncio.to_thread` would, but on a fresh daemon thread rather than the
+    loop's default executor, whose few workers (``cpu_count + 4``) would queue a wide fan-out.
+    If the awaiting task is cancelled (a deadline), the call is abandoned, not stopped: it
+    finishes in the background, its result is dropped, and it never keeps the process alive at
+    exit.
+
+    Raises:
+        Whatever ``fn`` raises.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(outcome: Callable[[Any], None], value: Any) -> None:
+        if not future.done():  # the awaiter may have been cancelled meanwhile
+            outcome(value)
+
+    def call() -> None:
+        try:
+            outcome, value = future.set_result, context.run(fn, *args)
+        except BaseException as exc:  # noqa: BLE001 - the awaiter gets it
+            outcome, value = future.set_exception, exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome, value)
+
+    threading.Thread(target=call, name="rlm-blocking-call", daemon=True).start()
+    return await future
+
+
 async def _cancel_pending() -> None:
     """Cancel and await every other task (e.g. litellm's background logging worker), so that
     closing the loop leaves nothing pending to complain later."""
