@@ -112,6 +112,17 @@ class Endpoint:
     api_key: str | None
 
 
+def endpoint_lm(endpoint: Endpoint, model: str, **kwargs: Any) -> Any:
+    """A ``dspy.LM`` for ``model`` (the endpoint's root or sub-model) at ``endpoint``, uncached: each
+    run is a fresh one, and a disk-cached root reply would replay an old run. ``kwargs`` go to it."""
+    import dspy
+
+    # DSPy's litellm engine sends max_tokens; its default engine sends max_completion_tokens,
+    # which llama.cpp and some other OpenAI-compatible servers ignore (unbounded replies).
+    return dspy.LM(model, api_base=endpoint.api_base, api_key=endpoint.api_key, engine="litellm", cache=False,
+                   **kwargs)
+
+
 @contextlib.contextmanager
 def model_endpoint(args: argparse.Namespace) -> Iterator[Endpoint]:
     """The model named on the command line, or the embedded one (``rlm serve``'s, else one started
@@ -179,15 +190,9 @@ def run_dspy(question: str, context: str, endpoint: Endpoint, budget: Budget, ma
 
     from rlm_dspy import RLM
 
-    def lm(model: str) -> dspy.LM:
-        # DSPy's litellm engine sends max_tokens; its default engine sends max_completion_tokens,
-        # which llama.cpp and some other OpenAI-compatible servers ignore (unbounded replies).
-        return dspy.LM(model, api_base=endpoint.api_base, api_key=endpoint.api_key, engine="litellm",
-                      cache=False)  # each ask is a fresh run: a disk-cached root reply would replay an old one
-
-    rlm = RLM("context, question -> answer", max_iters=budget.max_iterations or 20, sub_lm=lm(endpoint.sub_model),
-              budget=budget, max_depth=max_depth, on_event=progress)
-    with dspy.context(lm=lm(endpoint.model)):
+    rlm = RLM("context, question -> answer", max_iters=budget.max_iterations or 20,
+              sub_lm=endpoint_lm(endpoint, endpoint.sub_model), budget=budget, max_depth=max_depth, on_event=progress)
+    with dspy.context(lm=endpoint_lm(endpoint, endpoint.model)):
         out = rlm(context=context, question=question)
     return {"answer": out.answer, "stop_reason": out.stop_reason, "iterations": out.usage["iterations"],
             "usage": out.usage, "events": out.events}

@@ -23,7 +23,7 @@ from typing import Any
 from sandbox.app.bench import ruler_tasks, tasks
 from sandbox.app.bench.results import Run, summarize, write
 from sandbox.app.bench.tasks import CHARS_PER_TOKEN, Case
-from sandbox.app.cli import Endpoint, model_endpoint
+from sandbox.app.cli import Endpoint, endpoint_lm, model_endpoint
 
 TASKS: dict[str, Callable[[int, int], Case]] = {**tasks.TASKS, **ruler_tasks.TASKS}
 DEFAULT_LENGTHS = "16384,32768,65536,131072,262144"
@@ -58,14 +58,10 @@ def run_dspy(case: Case, endpoint: Endpoint, max_iterations: int) -> Run:
     from rlm_dspy import RLM
     from sandbox import Budget
 
-    def lm(model: str) -> dspy.LM:
-        return dspy.LM(model, api_base=endpoint.api_base, api_key=endpoint.api_key, engine="litellm",
-                       max_tokens=512, cache=False)
-
-    rlm = RLM("context, question -> answer", max_iters=max_iterations, sub_lm=lm(endpoint.sub_model),
-              budget=Budget(max_seconds=300))
+    rlm = RLM("context, question -> answer", max_iters=max_iterations,
+              sub_lm=endpoint_lm(endpoint, endpoint.sub_model, max_tokens=512), budget=Budget(max_seconds=300))
     started = time.monotonic()
-    with dspy.context(lm=lm(endpoint.model)):
+    with dspy.context(lm=endpoint_lm(endpoint, endpoint.model, max_tokens=512)):
         out = rlm(context=case.context, question=case.question)
     seconds = time.monotonic() - started
     events = out.events["events"]
@@ -105,6 +101,15 @@ def _cases(parser: argparse.ArgumentParser, names: list[str], lengths: list[int]
         parser.error(str(exc))
 
 
+def endpoint_arguments(parser: argparse.ArgumentParser, results: Path) -> None:
+    """The options naming the model (``model_endpoint`` reads them) and ``--out``, defaulting to ``results``."""
+    parser.add_argument("--model", help="litellm model string (default: the embedded local model)")
+    parser.add_argument("--api-base")
+    parser.add_argument("--api-key")
+    parser.add_argument("--out", type=Path, default=results, help=f"where to write the results (default {results})")
+    parser.set_defaults(sub_model=None)
+
+
 def main(argv: list[str] | None = None, *, results: Path = DEFAULT_RESULTS,
          prog: str | None = None) -> list[dict[str, Any]]:
     """Run the suite with the command-line options ``argv``; write the results to ``--out`` (default ``results``)."""
@@ -116,11 +121,7 @@ def main(argv: list[str] | None = None, *, results: Path = DEFAULT_RESULTS,
     parser.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 3)")
     parser.add_argument("--max-iterations", type=int, default=6)
     parser.add_argument("--window-tokens", type=int, default=6000, help="what 'direct' may send (model window)")
-    parser.add_argument("--model", help="litellm model string (default: the embedded local model)")
-    parser.add_argument("--api-base")
-    parser.add_argument("--api-key")
-    parser.add_argument("--out", type=Path, default=results, help=f"where to write the results (default {results})")
-    parser.set_defaults(sub_model=None)
+    endpoint_arguments(parser, results)
     args = parser.parse_args(argv)
     lengths = [int(x) for x in (args.lengths or (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)).split(",")]
     cases = _cases(parser, args.tasks.split(","), lengths, range(args.seeds or (1 if args.quick else 3)))
