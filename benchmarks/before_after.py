@@ -1,12 +1,15 @@
 """The runtime benchmarks on an earlier commit and on this checkout, interleaved in one run.
 
-    python benchmarks/before_after.py --before REV [--rounds 3] [--benches graph,dspy,sandbox]
+    python benchmarks/before_after.py --before REV [--rounds 3] [--benches graph,dspy,sandbox] [--same-benchmarks]
+        [--name before_after]
 
 Checks REV out into a temporary git worktree, then runs each benchmark script (``graph_bench.py``,
 ``dspy_bench.py``, ``sandbox_bench.py``) on REV and on this checkout in turn, ``--rounds`` times,
-each in its own process with its own tree first on ``sys.path``. Writes the median of each numeric
-result per side and their ratio to benchmarks/results/before_after.{json,md}. The benchmarks' own
-result files are left as they were.
+each in its own process with its own tree first on ``sys.path``. With ``--same-benchmarks`` REV's
+tree gets this checkout's benchmark scripts first, so both sides are measured the same way (for a
+benchmark that changed since REV: its metrics are compared only where both sides have them).
+Writes the median of each numeric result per side and their ratio to
+benchmarks/results/NAME.{json,md}. The benchmarks' own result files are left as they were.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--benches", default=",".join(BENCHES), help=f"from {', '.join(BENCHES)}")
+    parser.add_argument("--same-benchmarks", action="store_true",
+                        help="measure REV with this checkout's benchmark scripts")
+    parser.add_argument("--name", default="before_after", help="the results' file name in benchmarks/results/")
     args = parser.parse_args(argv)
     names = args.benches.split(",")
     unknown = [name for name in names if name not in BENCHES]
@@ -76,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     before = base / "tree"
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(before), args.before], cwd=ROOT, check=True)
     try:
+        if args.same_benchmarks:
+            for script in (ROOT / "benchmarks").glob("*.py"):
+                shutil.copy2(script, before / "benchmarks" / script.name)
         runs = {name: {"before": [], "after": []} for name in names}
         for round_ in range(1, args.rounds + 1):
             for name in names:
@@ -87,14 +96,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(base, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     table = summarize(runs)
-    results = {"before": args.before, "after": commit.strip(), "rounds": args.rounds, "metrics": table}
+    results = {"before": args.before, "after": commit.strip(), "rounds": args.rounds,
+               "same_benchmarks": args.same_benchmarks, "metrics": table}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "before_after.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Before ({args.before}) and after ({commit.strip()}), medians of {args.rounds} interleaved rounds",
-             "", f"`python benchmarks/before_after.py --before {args.before} --rounds {args.rounds}`", "",
+             "", f"`python benchmarks/before_after.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| metric | before | after | after ÷ before |", "| --- | --- | --- | --- |"]
     lines += [f"| {metric} | {row['before']:g} | {row['after']:g} | {row['ratio']} |" for metric, row in table.items()]
-    (RESULTS / "before_after.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return results
 
