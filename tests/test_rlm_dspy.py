@@ -372,3 +372,10 @@ def test_a_root_call_formats_its_prompt_once_and_reserves_the_prompt_it_sends(mo
     assert len(formats) == 2  # once per root call: the call sends the messages its reservation counted
     bounds = [estimate_prompt_tokens([{"content": text} for _, text in messages]) for messages in sent]
     assert [tokens - ROOT_MAX_TOKENS for tokens in reserved if tokens] == bounds
+
+
+def test_each_cell_event_names_the_iteration_it_ran_in():
+    root = script_lm(step("x = 1"), {"reasoning": "no code this time", "code": ""}, step("SUBMIT(answer=str(x))"))
+    out = run(RLM("context -> answer"), root, context="abc")
+    assert out.answer == "1" and out.usage["iterations"] == 3
+    assert [e["iteration"] for e in out.events["events"] if e["kind"] == "cell"] == [1, 3]
