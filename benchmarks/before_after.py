@@ -1,12 +1,16 @@
 """The runtime benchmarks on an earlier commit and on this checkout, interleaved in one run.
 
-    python benchmarks/before_after.py --before REV [--rounds 3] [--benches graph,dspy,sandbox]
+    python benchmarks/before_after.py --before REV [--rounds 3] [--benches graph,dspy,sandbox] [--same-benchmarks]
+        [--name before_after] [--bench-args "--long 310"]
 
 Checks REV out into a temporary git worktree, then runs each benchmark script (``graph_bench.py``,
 ``dspy_bench.py``, ``sandbox_bench.py``) on REV and on this checkout in turn, ``--rounds`` times,
-each in its own process with its own tree first on ``sys.path``. Writes the median of each numeric
-result per side and their ratio to benchmarks/results/before_after.{json,md}. The benchmarks' own
-result files are left as they were.
+each in its own process with its own tree first on ``sys.path``. With ``--same-benchmarks`` REV's
+tree gets this checkout's benchmark scripts first, so both sides are measured the same way (for a
+benchmark that changed since REV: its metrics are compared only where both sides have them);
+``--bench-args`` is passed to every benchmark script (e.g. longer runs).
+Writes the median of each numeric result per side and their ratio to
+benchmarks/results/NAME.{json,md}. The benchmarks' own result files are left as they were.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +36,13 @@ from benchmarks.report import RESULTS  # noqa: E402
 BENCHES = {"graph": "graph_bench.py", "dspy": "dspy_bench.py", "sandbox": "sandbox_bench.py"}
 
 
-def run_bench(tree: Path, name: str) -> dict[str, Any]:
-    """One run of benchmark ``name`` in ``tree``: its results; ``tree``'s result files are put back."""
+def run_bench(tree: Path, name: str, args: Sequence[str] = ()) -> dict[str, Any]:
+    """One run of benchmark ``name`` in ``tree`` with command-line ``args``: its results; ``tree``'s
+    result files are put back."""
     files = [tree / "benchmarks" / "results" / f"{name}{suffix}" for suffix in (".json", ".md")]
     saved = {path: path.read_bytes() for path in files if path.exists()}
     try:
-        subprocess.run([sys.executable, str(tree / "benchmarks" / BENCHES[name])], cwd=tree,
+        subprocess.run([sys.executable, str(tree / "benchmarks" / BENCHES[name]), *args], cwd=tree,
                        env={**os.environ, "PYTHONPATH": str(tree)}, check=True, stdout=subprocess.DEVNULL,
                        timeout=1800)
         return json.loads(files[0].read_text())
@@ -67,6 +74,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--benches", default=",".join(BENCHES), help=f"from {', '.join(BENCHES)}")
+    parser.add_argument("--same-benchmarks", action="store_true",
+                        help="measure REV with this checkout's benchmark scripts")
+    parser.add_argument("--name", default="before_after", help="the results' file name in benchmarks/results/")
+    parser.add_argument("--bench-args", default="", help="arguments for every benchmark script, as one string")
     args = parser.parse_args(argv)
     names = args.benches.split(",")
     unknown = [name for name in names if name not in BENCHES]
@@ -76,25 +87,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     before = base / "tree"
     subprocess.run(["git", "worktree", "add", "-q", "--detach", str(before), args.before], cwd=ROOT, check=True)
     try:
+        if args.same_benchmarks:
+            for script in (ROOT / "benchmarks").glob("*.py"):
+                shutil.copy2(script, before / "benchmarks" / script.name)
         runs = {name: {"before": [], "after": []} for name in names}
         for round_ in range(1, args.rounds + 1):
             for name in names:
                 for side, tree in (("before", before), ("after", ROOT)):
-                    runs[name][side].append(run_bench(tree, name))
+                    runs[name][side].append(run_bench(tree, name, shlex.split(args.bench_args)))
                     print(f"round {round_}: {name} {side}", flush=True)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
         shutil.rmtree(base, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     table = summarize(runs)
-    results = {"before": args.before, "after": commit.strip(), "rounds": args.rounds, "metrics": table}
+    results = {"before": args.before, "after": commit.strip(), "rounds": args.rounds,
+               "same_benchmarks": args.same_benchmarks, "bench_args": args.bench_args, "metrics": table}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "before_after.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Before ({args.before}) and after ({commit.strip()}), medians of {args.rounds} interleaved rounds",
-             "", f"`python benchmarks/before_after.py --before {args.before} --rounds {args.rounds}`", "",
+             "", f"`python benchmarks/before_after.py {shlex.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| metric | before | after | after ÷ before |", "| --- | --- | --- | --- |"]
     lines += [f"| {metric} | {row['before']:g} | {row['after']:g} | {row['ratio']} |" for metric, row in table.items()]
-    (RESULTS / "before_after.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return results
 

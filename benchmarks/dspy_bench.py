@@ -1,12 +1,14 @@
 """rlm_dspy benchmarks; results go to benchmarks/results/dspy.json and dspy.md.
 
-    python benchmarks/dspy_bench.py [--iterations 20] [--repeats 3]
+    python benchmarks/dspy_bench.py [--short 10] [--long 60] [--repeats 3]
 
-Per-iteration overhead excluding LM time (the scripted LM's own time is measured and
+The module's own time excluding LM time (the scripted LM's own time is measured and
 subtracted) for rlm_dspy.RLM, for dspy.RLM on RestrictedPythonInterpreter, and for
 dspy.RLM on its LocalInterpreter (the only one of DSPy's that runs offline), all on the
-same scripted LM; and interpreter start-up (start plus a first trivial cell).
-All numbers come from one run; medians of --repeats runs.
+same scripted LM, as two numbers each: ``per_iteration_ms_*``, what one more iteration costs
+(the slope between runs of ``--short`` and ``--long`` iterations, medians of ``--repeats``),
+and ``run_startup_ms_*``, what a run costs whatever its length. Then interpreter start-up
+(start plus a first trivial cell). All numbers come from one run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import dspy  # noqa: E402
 from dspy.primitives.local_interpreter import LocalInterpreter  # noqa: E402
 
-from benchmarks.report import write_results  # noqa: E402
+from benchmarks.report import per_iteration_and_startup, write_results  # noqa: E402
 from rlm_dspy import RLM, RestrictedPythonInterpreter  # noqa: E402
 from tests.dspy_lms import function_lm, stepwise_rlm_reply, text_lm  # noqa: E402
 
@@ -50,18 +52,16 @@ class TimedLM:
             self.seconds += time.perf_counter() - started
 
 
-def overhead_ms(make_module, iterations: int, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        root = TimedLM(iterations)
-        module = make_module(iterations)
-        started = time.perf_counter()
-        with dspy.context(lm=root.lm):
-            out = module(context=CONTEXT, query="count")
-        elapsed = time.perf_counter() - started
-        assert str(out.answer) == str(iterations - 2), out
-        samples.append((elapsed - root.seconds) / iterations)
-    return round(statistics.median(samples) * 1000, 3)
+def run_seconds(make_module, iterations: int) -> float:
+    """One run of ``make_module(iterations)`` to its answer: its seconds less the root LM's."""
+    root = TimedLM(iterations)
+    module = make_module(iterations)
+    started = time.perf_counter()
+    with dspy.context(lm=root.lm):
+        out = module(context=CONTEXT, query="count")
+    elapsed = time.perf_counter() - started
+    assert str(out.answer) == str(iterations - 2), out
+    return elapsed - root.seconds
 
 
 def startup_ms(factory, repeats: int) -> float:
@@ -78,10 +78,11 @@ def startup_ms(factory, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--short", type=int, default=10, help="iterations of the short runs")
+    parser.add_argument("--long", type=int, default=60, help="iterations of the long runs")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each length")
     args = parser.parse_args()
-    n, k = args.iterations, args.repeats
+    k = args.repeats
     sub = text_lm(str.upper)
     modules = {
         "rlm_dspy_RLM": lambda i: RLM("context, query -> answer", max_iters=i, sub_lm=sub),
@@ -90,19 +91,20 @@ def main() -> None:
         "dspy_RLM_on_local_interpreter": lambda i: dspy.RLM(
             "context, query -> answer", max_iters=i, sub_lm=sub, interpreter_factory=LocalInterpreter),
     }
-    overhead_ms(modules["rlm_dspy_RLM"], 3, 1)  # warm imports and caches
-    results: dict[str, object] = {"iterations": n, "repeats": k}
+    run_seconds(modules["rlm_dspy_RLM"], 3)  # warm imports and caches
+    results: dict[str, object] = {"short_iterations": args.short, "long_iterations": args.long, "repeats": k}
     for name, make in modules.items():
-        results[f"overhead_ms_per_iteration_{name}"] = overhead_ms(make, n, k)
-    results["overhead_ratio_rlm_dspy_vs_dspy_local"] = round(
-        results["overhead_ms_per_iteration_rlm_dspy_RLM"]
-        / results["overhead_ms_per_iteration_dspy_RLM_on_local_interpreter"], 2)
+        per_iteration, startup = per_iteration_and_startup(lambda i, make=make: run_seconds(make, i),
+                                                           short=args.short, long=args.long, repeats=k)
+        results[f"per_iteration_ms_{name}"] = per_iteration
+        results[f"run_startup_ms_{name}"] = startup
+    results["per_iteration_ratio_rlm_dspy_vs_dspy_local"] = round(
+        results["per_iteration_ms_rlm_dspy_RLM"] / results["per_iteration_ms_dspy_RLM_on_local_interpreter"], 2)
     results["startup_ms_restricted_interpreter"] = startup_ms(RestrictedPythonInterpreter, k * 3)
     results["startup_ms_local_interpreter"] = startup_ms(LocalInterpreter, k * 3)
     results["startup_ratio_restricted_vs_local"] = round(
         results["startup_ms_restricted_interpreter"] / results["startup_ms_local_interpreter"], 2)
     print(write_results("dspy", results))
-
 
 if __name__ == "__main__":
     main()

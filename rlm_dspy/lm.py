@@ -3,14 +3,16 @@
 Sub-calls (``llm_query``...) go through :class:`DSPyLMClient`, an
 :class:`~sandbox.lm.clients.LMClient` over a ``dspy.LM``. The root's calls stay DSPy
 predictor calls (so optimizers can tune them); :func:`metered_predict` reserves
-budget from the exact prompt the adapter will send and commits the usage DSPy
-tracked. :func:`local_lm` is a ``dspy.LM`` for the embedded local model.
+budget from the exact prompt the adapter will send (formatted once: the call sends
+those very messages) and commits the usage DSPy tracked. :func:`local_lm` is a ``dspy.LM`` for the embedded local model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import dspy
@@ -196,13 +198,20 @@ def router_lm(router: Any, model: str | None = None, **completion_kwargs: Any) -
 
 
 class MeteredCall:
-    """One root predictor call held against the budget: reserved on creation, settled by ``finish``."""
+    """One root predictor call held against the budget: reserved on creation, settled by ``finish``.
+
+    The reservation counts the prompt the adapter formats for the call. Run the call under
+    ``dspy.context(adapter=call.adapter)``: that adapter gives the call those same messages
+    instead of formatting them a second time (``adapter`` is ``None`` where there is no prompt).
+    """
 
     def __init__(self, budget: Budget, predictor: dspy.Predict, inputs: dict[str, Any],
                  held: Reservation | None = None):
+        self.adapter: Any = None
         if isinstance(predictor, dspy.Predict):
             lm = resolve_lm(predictor.lm, "RLM's root predictors")
-            prompt_bound, output_bound = prompt_tokens_bound(predictor, inputs), max_output_tokens(predictor, lm)
+            self.adapter, messages = formatted_once(predictor, inputs)
+            prompt_bound, output_bound = estimate_prompt_tokens(messages), max_output_tokens(predictor, lm)
             model = str(lm.model)
             bound = reply_bound(predictor, lm)
         else:
@@ -241,6 +250,42 @@ def prompt_tokens_bound(predictor: dspy.Predict, inputs: dict[str, Any]) -> int:
     return estimate_prompt_tokens(adapter.format(predictor.signature, predictor.demos, inputs))
 
 
+def formatted_once(predictor: dspy.Predict, inputs: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """The messages the configured adapter formats for ``predictor(**inputs)``, and a copy of that
+    adapter which hands the call these messages rather than formatting them again.
+
+    The copy answers ``format`` from the messages only for the same signature, demos and input
+    objects (what :class:`dspy.Predict` passes on when nothing rewrites them); any other ``format``
+    (a signature rewritten for tools, another predictor) is the adapter's own. So the prompt
+    counted against the budget is the prompt sent.
+
+    Args:
+        predictor: the root predictor about to be called.
+        inputs: its input fields.
+
+    Returns:
+        ``(adapter, messages)``: run the call under ``dspy.context(adapter=adapter)``.
+    """
+    adapter = copy.copy(dspy.settings.adapter or dspy.ChatAdapter())
+    messages = adapter.format(predictor.signature, predictor.demos, inputs)
+    adapter.format = _reusing(adapter.format, predictor.signature, predictor.demos, inputs, messages)
+    return adapter, messages
+
+
+def _reusing(format_: Callable[..., list[dict[str, Any]]], signature: Any, demos: list[Any], inputs: dict[str, Any],
+             messages: list[dict[str, Any]]) -> Callable[..., list[dict[str, Any]]]:
+    """``format_``, answering a call with ``signature``, ``demos`` and ``inputs`` (the same objects)
+    with a copy of ``messages``, which ``format_`` made for them."""
+
+    def format(called_signature: Any, called_demos: list[Any], called_inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        if (called_signature is signature and called_demos is demos and called_inputs.keys() == inputs.keys()
+                and all(called_inputs[name] is value for name, value in inputs.items())):
+            return copy.deepcopy(messages)
+        return format_(called_signature, called_demos, called_inputs)
+
+    return format
+
+
 def _out_of_time(budget: Budget) -> BudgetExceeded:
     return BudgetExceeded("max_seconds", f"budget exhausted (max_seconds): {budget.max_seconds} s of wall-clock "
                                          "time used while a root LM call was pending", budget.spent())
@@ -256,7 +301,7 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
     call abandoned there finishes in the background and its usage is not counted.
     """
     call = MeteredCall(budget, predictor, inputs, held)
-    with dspy.track_usage() as tracker:
+    with dspy.track_usage() as tracker, dspy.context(adapter=call.adapter or dspy.settings.adapter):
         try:
             return call_with_timeout(functools.partial(predictor, **call.inputs), timeout=budget.seconds_left())
         except CallTimedOut:
@@ -268,7 +313,7 @@ def metered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation |
 async def ametered_predict(budget: Budget, predictor: dspy.Predict, held: Reservation | None = None,
                            tokens: list[int] | None = None, **inputs: Any) -> dspy.Prediction:
     call = MeteredCall(budget, predictor, inputs, held)
-    with dspy.track_usage() as tracker:
+    with dspy.track_usage() as tracker, dspy.context(adapter=call.adapter or dspy.settings.adapter):
         try:
             return await asyncio.wait_for(predictor.acall(**call.inputs), timeout=budget.seconds_left())
         except TimeoutError:

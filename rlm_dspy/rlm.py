@@ -98,6 +98,7 @@ class _TooLong:
 @dataclass(frozen=True)
 class _Cell:
     code: str
+    iteration: int
 
 
 @dataclass(frozen=True)
@@ -507,7 +508,7 @@ class RLM(dspy.Module):
             except Exception as exc:
                 return _recoverable(exc)
         if isinstance(step, _Cell):
-            return run.session.run_cell(step.code, iteration=len(run.trajectory.of_kind("iteration")))
+            return run.session.run_cell(step.code, iteration=step.iteration)
         if isinstance(step, _Compact):
             return self._compact(run, step)
         return self._evaluate(run, step.outputs)
@@ -590,7 +591,7 @@ class RLM(dspy.Module):
                 history = history.append(reasoning=reasoning, code=str(action.code), output=f"[Error] {parsed.problem}")
                 continue
             code = "\n".join(parsed.code)
-            result = yield _Cell(code)
+            result = yield _Cell(code, iteration)
             if self.verbose:
                 logger.info("RLM iteration %d/%d\nReasoning: %s\nCode:\n%s\nOutput:\n%s", iteration,
                             self.max_iters, reasoning, code, self._cell_output(result))

@@ -433,8 +433,7 @@ class _Engine:
 
     @staticmethod
     def _progress(runtime: _Runtime, **update: Any) -> dict[str, Any]:
-        return {"usage": runtime.usage(), "events": runtime.trajectory.to_dict(), "runtime": runtime,
-                **update}
+        return {"usage": runtime.usage(), "events": runtime.trajectory, "runtime": runtime, **update}
 
     def _stop(self, runtime: _Runtime, state: RLMState, reason: str, **update: Any) -> Command:
         refinement = RefinementState.from_dict(update.get("refinement") or state.get("refinement"))
@@ -776,7 +775,7 @@ class _Engine:
         if state.get("parent") is not None:
             runtime.record_final(answer, reason, iteration=state.get("iteration", 0))
             runtime.close()  # first: it gives back the call held for `extract`, if unused
-            return {**update, "usage": runtime.budget.spent(), "events": runtime.trajectory.to_dict()}
+            return {**update, "usage": runtime.budget.spent(), "events": runtime.trajectory}
         runtime.writer = _stream_writer()
         runtime.record_final(answer, reason, iteration=state.get("iteration", 0))
         runtime.end_turn()  # first: it gives back the call held for `extract`, if unused
@@ -790,12 +789,12 @@ class _Engine:
             self.live.keep(key, runtime, turns=len(turns), cells=len(state.get("code_log") or []))
         else:
             runtime.close()
-        return {**update, "usage": turn.usage, "events": runtime.trajectory.to_dict(), "turns": turns}
+        return {**update, "usage": turn.usage, "events": runtime.trajectory, "turns": turns}
 
 
 def _as_deltas(node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
     """``node``, writing only what it added to each growing value (the log channels and
-    ``trajectory``), so a checkpoint stores that part alone."""
+    ``events``), so a checkpoint stores that part alone."""
 
     def run(state: RLMState) -> Any:
         result = node(state)
@@ -808,7 +807,8 @@ def _as_deltas(node: Callable[[RLMState], Any]) -> Callable[[RLMState], Any]:
 
 
 def _deltas(state: RLMState, update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` with each whole growing value replaced by its delta against ``state``."""
+    """``update`` with each whole growing value replaced by its delta against ``state``, and the
+    run's trajectory (nodes give ``events`` as the live :class:`Trajectory`) by what it added."""
     update = dict(update)
     for key in LOG_KEYS:
         if key in update:
@@ -825,17 +825,12 @@ def _log_delta(old: list[Any], new: list[Any]) -> list[Any] | Overwrite:
     return new[n:] if len(new) >= n and new[:n] == old else Overwrite(new)
 
 
-def _events_delta(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | Overwrite:
-    """The events and children ``new`` adds to ``old`` (see :func:`_extend_events`), or an
-    ``Overwrite`` when ``new`` is another trajectory or changed one already saved (a refusal
-    group's count that went up after its super-step)."""
-    if old and (old.get("query"), old.get("depth")) != (new["query"], new["depth"]):
-        return Overwrite(new)
-    events = _log_delta(old.get("events", []), new["events"])
-    children = _log_delta(old.get("children", []), new["children"])
-    if isinstance(events, Overwrite) or isinstance(children, Overwrite):
-        return Overwrite(new)
-    return {"query": new["query"], "depth": new["depth"], "events": events, "children": children}
+def _events_delta(old: dict[str, Any], trajectory: Trajectory) -> dict[str, Any] | Overwrite:
+    """The events and children ``trajectory`` added to ``old`` (see :func:`_extend_events`), or an
+    ``Overwrite`` when ``old`` is another trajectory's or ``trajectory`` changed an event already
+    saved (a refusal group's count that went up after its super-step)."""
+    value, whole = trajectory.changes_since(old)
+    return Overwrite(value) if whole else value
 
 
 def _chat_steps(messages: list[dict[str, str]]) -> list[list[dict[str, str]]]:

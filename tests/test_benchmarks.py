@@ -6,7 +6,7 @@ from benchmarks import dspy_bench, graph_bench
 
 
 def test_the_graph_benchmark_runs_its_script_to_the_answer():
-    assert graph_bench.overhead_ms(5, None) > 0  # it asserts the answer itself
+    assert graph_bench.run_seconds(5, None) > 0  # it asserts the answer itself
 
 
 def test_the_dspy_benchmark_runs_each_module_to_the_answer():
@@ -14,7 +14,20 @@ def test_the_dspy_benchmark_runs_each_module_to_the_answer():
     from tests.dspy_lms import text_lm
 
     sub = text_lm(str.upper)
-    assert dspy_bench.overhead_ms(lambda i: RLM("context, query -> answer", max_iters=i, sub_lm=sub), 5, 1) > 0
+    assert dspy_bench.run_seconds(lambda i: RLM("context, query -> answer", max_iters=i, sub_lm=sub), 5) > 0
+
+
+def test_per_iteration_cost_is_the_slope_between_run_lengths_and_startup_what_is_left_at_zero():
+    from benchmarks.report import per_iteration_and_startup
+
+    lengths = []
+
+    def run(iterations: int) -> float:  # 120 ms to start, 2 ms an iteration; one slow outlier
+        lengths.append(iterations)
+        return 0.120 + 0.002 * iterations + (1.0 if len(lengths) == 1 else 0.0)
+
+    assert per_iteration_and_startup(run, short=10, long=110, repeats=3) == (2.0, 120.0)
+    assert lengths == [10, 110] * 3  # the two lengths alternate, so a slow spell hits both
 
 
 def test_before_after_reports_the_median_of_each_side_and_their_ratio():
@@ -31,4 +44,4 @@ def test_before_after_runs_a_benchmark_in_a_tree_and_puts_its_result_files_back(
     results = ROOT / "benchmarks" / "results" / "graph.json"
     kept = results.read_bytes()
     measured = run_bench(ROOT, "graph")
-    assert measured["overhead_ms_per_iteration_no_checkpointer"] > 0 and results.read_bytes() == kept
+    assert measured["per_iteration_ms_no_checkpointer"] > 0 and results.read_bytes() == kept

@@ -349,3 +349,33 @@ def test_the_sub_call_cache_answers_a_repeated_prompt_uncharged_across_runs():
     cached = [bool(e.get("cached")) for o in outs for e in o.events["events"] if e["kind"] == "sub_call"]
     assert cached == [False, True]
     assert outs[1].usage["llm_calls"] == outs[0].usage["llm_calls"] - 1
+
+
+def test_a_root_call_formats_its_prompt_once_and_reserves_the_prompt_it_sends(monkeypatch):
+    from sandbox.lm.clients import ROOT_MAX_TOKENS, estimate_prompt_tokens
+
+    formats, reserved, sent = [], [], []
+
+    class CountingAdapter(dspy.ChatAdapter):
+        def format(self, signature, demos, inputs):
+            formats.append(signature)
+            return super().format(signature, demos, inputs)
+
+    reserve_call = Budget.reserve_call
+    monkeypatch.setattr(Budget, "reserve_call",
+                        lambda self, **kw: reserved.append(kw["tokens"]) or reserve_call(self, **kw))
+    replies = [fields(**step("x = len(context)")), fields(**step("SUBMIT(answer=str(x))"))]
+    root = function_lm(lambda messages: sent.append(messages) or replies[len(sent) - 1])
+    with dspy.context(lm=root, adapter=CountingAdapter()):
+        out = RLM("context -> answer")(context="abc")
+    assert out.answer == "3" and len(sent) == 2
+    assert len(formats) == 2  # once per root call: the call sends the messages its reservation counted
+    bounds = [estimate_prompt_tokens([{"content": text} for _, text in messages]) for messages in sent]
+    assert [tokens - ROOT_MAX_TOKENS for tokens in reserved if tokens] == bounds
+
+
+def test_each_cell_event_names_the_iteration_it_ran_in():
+    root = script_lm(step("x = 1"), {"reasoning": "no code this time", "code": ""}, step("SUBMIT(answer=str(x))"))
+    out = run(RLM("context -> answer"), root, context="abc")
+    assert out.answer == "1" and out.usage["iterations"] == 3
+    assert [e["iteration"] for e in out.events["events"] if e["kind"] == "cell"] == [1, 3]

@@ -134,6 +134,22 @@ def test_streams_custom_events_and_updates():
     assert [next(iter(n)) for n in nodes] == ["prepare", "root_lm", "execute", "root_lm", "execute", "finalize"]
 
 
+def test_each_super_step_writes_only_the_events_it_recorded_and_copies_no_earlier_one(monkeypatch):
+    from sandbox.engine.trajectory import Trajectory
+
+    copies = []
+    whole_copy = Trajectory._copy
+    monkeypatch.setattr(Trajectory, "_copy", lambda self: copies.append(self.query) or whole_copy(self))
+    graph = create_rlm_graph(script(*[cell(f"x = {i}") for i in range(12)], cell("print(x)\nFINAL(x)")))
+    written = []
+    for update in graph.stream({"query": "q", "context": "c"}, stream_mode="updates"):
+        (node, values), = update.items()
+        written.append((node, [e["kind"] for e in values["events"]["events"]]))
+    assert written[0] == ("prepare", []) and written[-1] == ("finalize", ["final"])
+    assert written[1:-1] == [("root_lm", ["iteration", "lm_call"]), ("execute", ["cell"])] * 13
+    assert copies == ["q"]  # the first write only; every later one copies just what is new
+
+
 def test_checkpoints_every_iteration_and_keep_the_context_out(tmp_path):
     sizes = {}
     for size in (1_000_000, 10_000_000):
