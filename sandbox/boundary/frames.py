@@ -11,6 +11,7 @@ malformed frame is a protocol error that the host answers by killing the worker.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -56,23 +57,20 @@ class BlockingChannel:
     """Frame I/O on two blocking file descriptors (the worker's side)."""
 
     def __init__(self, fd_in: int, fd_out: int, *, max_header: int, max_payload: int):
-        self._in = os.fdopen(fd_in, "rb", buffering=0, closefd=False)
+        # Buffered: a payload is read straight into its bytes object, which is not zero-filled
+        # first as a bytearray(n) is (one pass less over a 100 MB context's fresh pages).
+        self._in = io.BufferedReader(io.FileIO(fd_in, "rb", closefd=False), 1 << 16)
         self._out = fd_out
         self._max_header = max_header
         self._max_payload = max_payload
 
-    def _read_exact(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._in.readinto(view[got:])
-            if not k:
-                raise FrameError("peer closed the channel")
-            got += k
-        return buf
+    def _read_exact(self, n: int) -> bytes:
+        data = self._in.read(n)
+        if len(data) < n:
+            raise FrameError("peer closed the channel")
+        return data
 
-    def read(self) -> tuple[dict[str, Any], bytearray | None]:
+    def read(self) -> tuple[dict[str, Any], bytes | None]:
         (size,) = _LEN.unpack(self._read_exact(4))
         if size > self._max_header:
             raise FrameError(f"frame header of {size} bytes exceeds {self._max_header}")
