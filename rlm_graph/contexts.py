@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 from langgraph.store.base import BaseStore, GetOp, PutOp
 
+from sandbox.boundary.frames import utf8_slices
 from sandbox.engine.context import Context, check_context
 
 NAMESPACE = ("rlm", "contexts")
@@ -36,13 +37,14 @@ def _encode(context: Context) -> tuple[str, str]:
 def context_ref(context: Context) -> str:
     """The content-addressed reference of ``context``: ``"<kind>:sha256:<hex>"``.
 
-    The text is hashed ``CHUNK_CHARS`` at a time: its UTF-8 bytes are never all held at once
-    (a 100 MB context would otherwise be copied once more just to be hashed).
+    The text is hashed a small slice at a time (:func:`sandbox.boundary.frames.utf8_slices`): its
+    UTF-8 bytes are never all held at once (a 100 MB context would otherwise be copied once more
+    just to be hashed), and slices that small are hashed 2.5x faster than 1 MB ones.
     """
     kind, text = _encode(context)
     digest = hashlib.sha256()
-    for i in range(0, len(text), CHUNK_CHARS):
-        digest.update(text[i:i + CHUNK_CHARS].encode("utf-8"))
+    for part in utf8_slices(text):
+        digest.update(part)
     return f"{kind}:sha256:{digest.hexdigest()}"
 
 

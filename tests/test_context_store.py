@@ -93,3 +93,29 @@ def test_check_context_says_what_to_do(value, message):
 ])
 def test_describe_context(context, description):
     assert describe_context(context) == description
+
+
+class _SliceRecorder(str):
+    """A str that records the length of every slice taken of it."""
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            self.taken.append(len(range(*key.indices(len(self)))))
+        return str.__getitem__(self, key)
+
+
+@pytest.mark.parametrize("encode", ["hash", "send"])
+def test_a_long_context_is_encoded_in_slices_small_enough_to_reuse_memory(encode):
+    # Slices of 256 KiB or more get fresh pages from the kernel each time: encoding 100 MB that
+    # way took 160 ms instead of 15, and hashing it 234 ms instead of 88.
+    from sandbox.boundary import frames
+
+    plain = "ab\u00e9\n" * (frames.TEXT_SLICE_CHARS // 2)
+    text = _SliceRecorder(plain)
+    text.taken = []
+    if encode == "hash":
+        assert context_ref(text) == context_ref(plain)
+    else:
+        size, parts = frames.text_parts(text)
+        assert b"".join(parts) == plain.encode() and size == len(plain.encode())
+    assert len(text.taken) > 1 and max(text.taken) == frames.TEXT_SLICE_CHARS <= 1 << 16

@@ -196,6 +196,21 @@ def test_a_long_context_is_checked_window_by_window_without_a_copy(monkeypatch):
     assert check.missing("234567") == ["234567"]  # inside a number, not a token of its own
 
 
+def test_a_long_context_is_scanned_holding_little_memory():
+    import tracemalloc
+
+    context = "record 12 holds value 34\n" * 400_000  # 10 MB
+    check = GroundingCheck({"context": context})
+    tracemalloc.start()
+    try:
+        assert check.missing("It is 999999") == ["999999"]  # not there: the whole context is scanned
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a window, its lower-cased copy and that without separators: 3 MB at once in 1 MiB windows
+    assert peak < 500_000
+
+
 def test_a_list_context_is_searched_document_by_document():
     docs = ["the first says 4,200", "the second names Ada Lovelace"]
     check = GroundingCheck({"context": docs})

@@ -195,6 +195,28 @@ def test_large_string_round_trip():
         assert sb.get_variable("context") == text
 
 
+@pytest.mark.parametrize("cut", [0, 3, 7, 4096])
+def test_the_worker_reads_a_frame_however_the_pipe_splits_it(cut):
+    from sandbox.boundary.frames import BlockingChannel, FrameError, encode_header
+
+    payload = "é".encode() * 100_000
+    frame = encode_header({"type": "set", "name": "context", "payload": len(payload)}) + payload
+    read_fd, write_fd = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_fd, frame[:cut]), time.sleep(0.05),
+                                              os.write(write_fd, frame[cut:] + frame[:-1]), os.close(write_fd)),
+                              daemon=True)
+    writer.start()
+    channel = BlockingChannel(read_fd, -1, max_header=1 << 16, max_payload=len(payload))
+    try:
+        header, data = channel.read()
+        with pytest.raises(FrameError, match="closed"):
+            channel.read()  # the second frame is one byte short
+    finally:
+        os.close(read_fd)
+    # bytes, read straight from the pipe: not a bytearray zero-filled first (a pass over fresh pages)
+    assert header["name"] == "context" and type(data) is bytes and data == payload
+
+
 def test_json_variables_and_errors(sb):
     sb.set_variable("data", {"a": [1, 2, {"b": None}]})
     assert sb.execute("print(data['a'][2])").output == "{'b': None}\n"

@@ -382,7 +382,7 @@ class Worker:
 
     # -- variables -------------------------------------------------------------------
 
-    def set_variable(self, header: dict[str, Any], payload: bytearray | None) -> dict[str, Any]:
+    def set_variable(self, header: dict[str, Any], payload: bytes | None) -> dict[str, Any]:
         name = header["name"]
         if header.get("encoding") == "str":
             value: Any = payload.decode("utf-8") if payload is not None else ""  # the only copy made here
@@ -438,7 +438,7 @@ class Worker:
             self.channel.write(reply, data)
 
     def _answer(self, kind: str, header: dict[str, Any],
-                payload: bytearray | None) -> tuple[dict[str, Any] | None, bytes | None]:
+                payload: bytes | None) -> tuple[dict[str, Any] | None, bytes | None]:
         if kind == "exec":
             return self.execute(header["code"], float(header["timeout"]), header.get("timeout_limit", "timeout")), None
         if kind == "set":

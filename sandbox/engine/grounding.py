@@ -35,7 +35,9 @@ _COMMON = frozenset("""a an and answer are as at based but by code for found fro
 none not of on or she so that the their there these they this those to total was we were what when where which who
 why yes no with you your""".split())
 MAX_CHECKED_TOKENS = 20  # a long prose answer is checked on its first load-bearing tokens
-WINDOW_CHARS = 1 << 20  # a long source is normalized this much at a time, never as a whole copy
+# A long source is normalized this much at a time, never as a whole copy: a window, its lower-cased
+# copy and that without separators are held at once, 3 MB of the host's peak in 1 MiB windows.
+WINDOW_CHARS = 1 << 16
 # How near a window's cut edge its normalized text may differ from the whole's (the separator
 # pattern looks one character back and four ahead; a token's boundaries one each way).
 _EDGE_CHARS = 8
