@@ -54,13 +54,16 @@ def program(sub_lm: dspy.BaseLM, max_iterations: int) -> RLM:
                budget=Budget(max_seconds=300))
 
 
-def evaluate(prog: dspy.Module, devset: list[dspy.Example]) -> dict[str, float]:
-    """Dev accuracy in [0, 1] and the median seconds per task."""
+def evaluate(prog: dspy.Module, devset: list[dspy.Example], label: str) -> dict[str, float]:
+    """Dev accuracy in [0, 1] and the median seconds per task; a line per task on stdout."""
     scores, seconds = [], []
     for example in devset:
         started = time.monotonic()
-        scores.append(metric(example, prog(**example.inputs())))
+        prediction = prog(**example.inputs())
+        scores.append(metric(example, prediction))
         seconds.append(time.monotonic() - started)
+        print(f"{label:9s} seed {example.case.seed}  score {scores[-1]:.0f}  {seconds[-1]:5.1f}s  "
+              f"answer {str(prediction.answer)[:60]!r}", flush=True)
     return {"accuracy": round(sum(scores) / len(scores), 3), "median_s": round(sorted(seconds)[len(seconds) // 2], 1)}
 
 
@@ -96,14 +99,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["model"] = endpoint.model
         sub_lm = endpoint_lm(endpoint, endpoint.sub_model, max_tokens=512)
         with dspy.context(lm=endpoint_lm(endpoint, endpoint.model, max_tokens=512)):
-            untuned = evaluate(program(sub_lm, args.max_iterations), devset)
+            untuned = evaluate(program(sub_lm, args.max_iterations), devset, "untuned")
             results.update({f"untuned_{key}": value for key, value in untuned.items()})
             for name in args.optimizers.split(","):
                 started = time.monotonic()
                 tuned, demos = tune(name, program(sub_lm, args.max_iterations), trainset)
                 results[f"{name}_compile_s"] = round(time.monotonic() - started, 1)
                 results[f"{name}_demos"] = demos
-                scored = evaluate(tuned, devset)
+                scored = evaluate(tuned, devset, name)
                 results.update({f"{name}_{key}": value for key, value in scored.items()})
                 results[f"{name}_lift"] = round(scored["accuracy"] - untuned["accuracy"], 3)
     print(write_results("optimize_root_prompt", results, args.out))
