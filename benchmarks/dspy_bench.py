@@ -106,5 +106,6 @@ def main() -> None:
         results["startup_ms_restricted_interpreter"] / results["startup_ms_local_interpreter"], 2)
     print(write_results("dspy", results))
 
+
 if __name__ == "__main__":
     main()

@@ -109,5 +109,6 @@ def main() -> None:
                 results[f"checkpoint_{key}_{label}"] = value
     print(write_results("graph", results))
 
+
 if __name__ == "__main__":
     main()

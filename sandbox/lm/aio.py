@@ -92,15 +92,7 @@ def call_with_timeout(fn: Callable[..., T], *args: Any, timeout: float | None) -
     if timeout is None:
         return fn(*args)
     future: Future[T] = Future()
-    context = contextvars.copy_context()
-
-    def call() -> None:
-        try:
-            future.set_result(context.run(fn, *args))
-        except BaseException as exc:  # noqa: BLE001 - the caller gets it from the future
-            future.set_exception(exc)
-
-    threading.Thread(target=call, name="rlm-timed-call", daemon=True).start()
+    _on_daemon_thread("rlm-timed-call", fn, args, lambda ok, value: _resolve(future, ok, value))
     try:
         return future.result(timeout=max(0.0, timeout))
     except FutureTimeout:
@@ -124,22 +116,43 @@ async def in_own_thread(fn: Callable[..., T], *args: Any) -> T:
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
-    context = contextvars.copy_context()
 
-    def settle(outcome: Callable[[Any], None], value: Any) -> None:
+    def settle(ok: bool, value: Any) -> None:
         if not future.done():  # the awaiter may have been cancelled meanwhile
-            outcome(value)
+            _resolve(future, ok, value)
+
+    def deliver(ok: bool, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    _on_daemon_thread("rlm-blocking-call", fn, args, deliver)
+    return await future
+
+
+def _on_daemon_thread(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                      deliver: Callable[[bool, Any], None]) -> None:
+    """Start ``fn(*args)`` on a daemon thread named ``name``, in a copy of the caller's context
+    variables; when it ends, call ``deliver(True, result)`` or ``deliver(False, exception)`` on
+    that thread. A daemon: an abandoned call never keeps the process alive at exit (a pool's
+    worker would be joined)."""
+    context = contextvars.copy_context()
 
     def call() -> None:
         try:
-            outcome, value = future.set_result, context.run(fn, *args)
-        except BaseException as exc:  # noqa: BLE001 - the awaiter gets it
-            outcome, value = future.set_exception, exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, outcome, value)
+            ok, value = True, context.run(fn, *args)
+        except BaseException as exc:  # noqa: BLE001 - the waiter gets it
+            ok, value = False, exc
+        deliver(ok, value)
 
-    threading.Thread(target=call, name="rlm-blocking-call", daemon=True).start()
-    return await future
+    threading.Thread(target=call, name=name, daemon=True).start()
+
+
+def _resolve(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Give ``future`` its result (``ok``) or its exception."""
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 async def _cancel_pending() -> None:
