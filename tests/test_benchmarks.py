@@ -45,3 +45,21 @@ def test_before_after_runs_a_benchmark_in_a_tree_and_puts_its_result_files_back(
     kept = results.read_bytes()
     measured = run_bench(ROOT, "graph")
     assert measured["per_iteration_ms_no_checkpointer"] > 0 and results.read_bytes() == kept
+
+
+def test_the_client_floor_benchmark_gets_an_answer_through_each_client():
+    import asyncio
+
+    from benchmarks.anchors_bench import Server
+    from benchmarks.client_floor import clients
+
+    server = Server(0.0)
+    loop = asyncio.new_event_loop()
+    try:
+        replies = {name: loop.run_until_complete(call(1)) for name, call in clients(server.api_base).items()}
+    finally:
+        loop.close()
+        server.close()
+    texts = {name: reply.text if hasattr(reply, "text") else reply.choices[0].message.content
+             for name, reply in replies.items()}
+    assert texts == {"litellm": "ok", "openai": "ok", "dspy_async": "ok", "dspy_one_hop": "ok"}
