@@ -78,10 +78,10 @@ async def batch(call: Call, n: int, concurrency: int) -> None:
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def measure(loop: asyncio.AbstractEventLoop, call: Call, n: int, concurrency: int) -> tuple[float, float]:
+def measure(runner: asyncio.Runner, call: Call, n: int, concurrency: int) -> tuple[float, float]:
     """One batch's wall seconds and the process's CPU seconds over it."""
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    loop.run_until_complete(batch(call, n, concurrency))
+    runner.run(batch(call, n, concurrency))
     wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
@@ -96,17 +96,16 @@ def main() -> None:
     ideal = math.ceil(args.n / args.concurrency) * args.latency
     load = round(os.getloadavg()[0], 2)
     server = Server(args.latency)
-    loop = asyncio.new_event_loop()
     try:
-        calls = clients(server.api_base)
-        for call in calls.values():  # warm: imports, connection pools, caches
-            loop.run_until_complete(batch(call, 2 * args.concurrency, args.concurrency))
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
-        for _ in range(args.rounds):
-            for name, call in calls.items():
-                samples[name].append(measure(loop, call, args.n, args.concurrency))
+        with asyncio.Runner() as runner:  # its close cancels what is left (litellm's logging task)
+            calls = clients(server.api_base)
+            for call in calls.values():  # warm: imports, connection pools, caches
+                runner.run(batch(call, 2 * args.concurrency, args.concurrency))
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+            for _ in range(args.rounds):
+                for name, call in calls.items():
+                    samples[name].append(measure(runner, call, args.n, args.concurrency))
     finally:
-        loop.close()
         server.close()
     results: dict[str, Any] = {"n": args.n, "concurrency": args.concurrency, "latency_s": args.latency,
                                "rounds": args.rounds, "cpus": os.cpu_count(),

@@ -54,11 +54,10 @@ def test_the_client_floor_benchmark_gets_an_answer_through_each_client():
     from benchmarks.client_floor import clients
 
     server = Server(0.0)
-    loop = asyncio.new_event_loop()
     try:
-        replies = {name: loop.run_until_complete(call(1)) for name, call in clients(server.api_base).items()}
+        with asyncio.Runner() as runner:  # its close cancels litellm's background logging task
+            replies = {name: runner.run(call(1)) for name, call in clients(server.api_base).items()}
     finally:
-        loop.close()
         server.close()
     texts = {name: reply.text if hasattr(reply, "text") else reply.choices[0].message.content
              for name, reply in replies.items()}
